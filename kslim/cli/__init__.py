@@ -1,0 +1,1 @@
+"""Thin absl command-line binaries over kslim's library functions."""

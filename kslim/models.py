@@ -1,0 +1,108 @@
+"""Reference models used by kslim's tests, benchmarks and demo, defined once here.
+
+Both take Fashion-MNIST-shaped inputs by default and return logits (no softmax), which is what
+distillation losses and TFLite comparisons want.
+"""
+
+from kslim._keras import keras
+
+__all__ = ["REFERENCE_MODELS", "reference_cnn", "mini_mobilenet_v2", "get"]
+
+_layers = keras.layers
+
+
+def _conv_bn_relu(x, filters, kernel_size, strides, name):
+  x = _layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
+                     name=f"{name}_conv")(x)
+  x = _layers.BatchNormalization(name=f"{name}_bn")(x)
+  return _layers.ReLU(name=f"{name}_relu")(x)
+
+
+def reference_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0):
+  """The 5-layer Conv/BN/ReLU CNN (~70K params at width 1) of kslim's benchmarks.
+
+  Args:
+    input_shape: (H, W, C) of one image.
+    num_classes: number of logits.
+    width: multiplies every convolution's filter count (e.g. 0.5 for a small student).
+
+  Returns:
+    A functional tf_keras model named ``reference_cnn``.
+  """
+  inputs = keras.Input(input_shape, name="image")
+  x = inputs
+  for i, (filters, strides) in enumerate([(16, 1), (32, 2), (32, 1), (64, 2), (64, 1)]):
+    x = _conv_bn_relu(x, max(1, round(filters * width)), 3, strides, f"block{i + 1}")
+  x = _layers.GlobalAveragePooling2D(name="pool")(x)
+  outputs = _layers.Dense(num_classes, name="logits")(x)
+  return keras.Model(inputs, outputs, name="reference_cnn")
+
+
+def _inverted_residual(x, filters, strides, expansion, name):
+  """MobileNetV2 block: 1x1 expand, 3x3 depthwise, linear 1x1 project, Add when shapes allow."""
+  in_channels = x.shape[-1]
+  y = _conv_bn_relu6(x, in_channels * expansion, name=f"{name}_expand")
+  y = _layers.DepthwiseConv2D(3, strides, padding="same", use_bias=False, name=f"{name}_dw")(y)
+  y = _layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+  y = _layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
+  y = _layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
+  y = _layers.BatchNormalization(name=f"{name}_project_bn")(y)
+  if strides == 1 and in_channels == filters:
+    y = _layers.Add(name=f"{name}_add")([x, y])
+  return y
+
+
+def _conv_bn_relu6(x, filters, name, kernel_size=1, strides=1):
+  x = _layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
+                     name=f"{name}_conv")(x)
+  x = _layers.BatchNormalization(name=f"{name}_bn")(x)
+  return _layers.ReLU(6.0, name=f"{name}_relu")(x)
+
+
+def mini_mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, width=1.0):
+  """A MobileNetV2-style mini net: depthwise convs, residual Adds and a Concatenate.
+
+  The Concatenate joins a depthwise branch and a pointwise branch, so pruning and quantization
+  code meet channel concatenation and shared ranges on a real model.
+
+  Args:
+    input_shape: (H, W, C) of one image.
+    num_classes: number of logits.
+    width: multiplies every filter count.
+
+  Returns:
+    A functional tf_keras model named ``mini_mobilenet_v2``.
+  """
+  def c(filters):
+    return max(1, round(filters * width))
+
+  inputs = keras.Input(input_shape, name="image")
+  x = _conv_bn_relu6(inputs, c(16), "stem", kernel_size=3)
+  x = _inverted_residual(x, c(16), 1, 2, "ir1")
+  x = _inverted_residual(x, c(24), 2, 4, "ir2")
+  x = _inverted_residual(x, c(24), 1, 4, "ir3")
+  left = _layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="branch_dw")(x)
+  left = _layers.BatchNormalization(name="branch_dw_bn")(left)
+  left = _layers.ReLU(6.0, name="branch_dw_relu")(left)
+  right = _conv_bn_relu6(x, c(24), "branch_pw")
+  x = _layers.Concatenate(name="concat")([left, right])
+  x = _inverted_residual(x, c(48), 2, 2, "ir4")
+  x = _inverted_residual(x, c(48), 1, 2, "ir5")
+  x = _conv_bn_relu6(x, c(96), "head")
+  x = _layers.GlobalAveragePooling2D(name="pool")(x)
+  outputs = _layers.Dense(num_classes, name="logits")(x)
+  return keras.Model(inputs, outputs, name="mini_mobilenet_v2")
+
+
+REFERENCE_MODELS = {
+    "reference_cnn": reference_cnn,
+    "mini_mobilenet_v2": mini_mobilenet_v2,
+}
+
+
+def get(name, **kwargs):
+  """Builds the reference model called `name` (a key of `REFERENCE_MODELS`)."""
+  if name not in REFERENCE_MODELS:
+    raise ValueError(f"unknown reference model {name!r}; choose one of "
+                     f"{sorted(REFERENCE_MODELS)}")
+  return REFERENCE_MODELS[name](**kwargs)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# README command 2: set up (idempotent, Bazel included) and run every test:
+# pytest over tests/, then `bazel build //...` and `bazel test //...` offline.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/setup.sh --bazel
+export TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2
+
+echo "== pytest"
+status=0
+.venv/bin/python -m pytest -q "$@" || status=$?
+# Exit code 5 means pytest collected nothing: for this suite that is a failure too.
+[[ $status -eq 0 ]] || { echo "pytest failed (exit $status)"; exit 1; }
+
+echo "== bazel build //..."
+bash scripts/bazel.sh build //...
+echo "== bazel test //..."
+bash scripts/bazel.sh test //...

@@ -1,0 +1,44 @@
+"""Tests for the reference models."""
+
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from kslim import models
+from kslim._keras import keras
+
+
+class ReferenceModelsTest(parameterized.TestCase):
+
+  @parameterized.parameters("reference_cnn", "mini_mobilenet_v2")
+  def test_logits_shape_and_name(self, name):
+    model = models.get(name)
+    self.assertEqual(model.name, name)
+    self.assertEqual(model.output_shape, (None, 10))
+    out = model(np.zeros((2, 28, 28, 1), np.float32))
+    self.assertEqual(out.shape, (2, 10))
+
+  def test_reference_cnn_is_five_conv_bn_relu_blocks_of_about_70k_params(self):
+    model = models.reference_cnn()
+    types = [type(l).__name__ for l in model.layers]
+    self.assertEqual(types.count("Conv2D"), 5)
+    self.assertEqual(types.count("BatchNormalization"), 5)
+    self.assertEqual(types.count("ReLU"), 5)
+    self.assertEqual(model.count_params(), 70746)
+
+  def test_mini_mobilenet_has_depthwise_add_and_concatenate(self):
+    types = {type(l) for l in models.mini_mobilenet_v2().layers}
+    for cls in (keras.layers.DepthwiseConv2D, keras.layers.Add, keras.layers.Concatenate):
+      self.assertIn(cls, types)
+
+  def test_width_scales_filters(self):
+    half = models.reference_cnn(width=0.5)
+    self.assertEqual(half.get_layer("block5_conv").filters, 32)
+
+  def test_unknown_name(self):
+    with self.assertRaisesRegex(ValueError, r"unknown reference model 'resnet'.*"
+                                r"mini_mobilenet_v2"):
+      models.get("resnet")
+
+
+if __name__ == "__main__":
+  absltest.main()

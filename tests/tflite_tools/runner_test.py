@@ -1,0 +1,94 @@
+"""Tests for tflite_tools.runner and tflite_tools.benchmark_lib."""
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import absltest
+
+from kslim import models
+from kslim._keras import keras
+from tflite_tools import benchmark_lib, runner
+
+
+_CALIBRATION = np.random.default_rng(0).random((32, 4), dtype=np.float32)
+
+
+def _int8_model_bytes():
+  """A small full-integer model with int8 input and output, to exercise (de)quantization.
+
+  Calibrated on `_CALIBRATION`, so evaluating on those inputs never clips.
+  """
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+  converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  converter.representative_dataset = lambda: ([x[None]] for x in _CALIBRATION)
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+  converter.inference_input_type = tf.int8
+  converter.inference_output_type = tf.int8
+  return model, converter.convert()
+
+
+class RunnerTest(absltest.TestCase):
+
+  def test_float_model_matches_keras_across_batches(self):
+    model = models.reference_cnn()
+    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    x = np.random.default_rng(1).random((10, 28, 28, 1), dtype=np.float32)
+    got = runner.TFLiteRunner(content).predict(x, batch_size=4)  # batches of 4, 4, 2
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
+
+  def test_int8_io_is_quantized_and_dequantized(self):
+    model, content = _int8_model_bytes()
+    r = runner.TFLiteRunner(content)
+    self.assertEqual(r.input_details[0]["dtype"], np.int8)
+    got = r.predict(_CALIBRATION)
+    self.assertEqual(got.dtype, np.float32)
+    want = model.predict(_CALIBRATION, verbose=0)
+    # int8 input, weights and output: within a few output quantization steps.
+    step = r.output_details[0]["quantization"][0]
+    np.testing.assert_allclose(got, want, atol=4 * step)
+    self.assertLess(step, 0.02)
+
+  def test_quantize_and_dequantize_against_numpy(self):
+    detail = {"dtype": np.int8, "quantization": (0.5, -3)}
+    np.testing.assert_array_equal(
+        runner.quantize(np.array([0.0, 1.0, -70.0, 70.0]), detail), [-3, -1, -128, 127])
+    np.testing.assert_allclose(runner.dequantize(np.array([-3, 1], np.int8), detail), [0.0, 2.0])
+    float_detail = {"dtype": np.float32, "quantization": (0.0, 0)}
+    self.assertEqual(runner.quantize(np.array([1.5]), float_detail).dtype, np.float32)
+
+  def test_wrong_input_shape_names_the_input(self):
+    content = tf.lite.TFLiteConverter.from_keras_model(models.reference_cnn()).convert()
+    with self.assertRaisesRegex(ValueError, r"input 'serving_default_image:0' expects examples "
+                                r"of shape \(28, 28, 1\), got \(32, 32, 1\)"):
+      runner.TFLiteRunner(content).predict(np.zeros((2, 32, 32, 1), np.float32))
+
+  def test_missing_and_corrupt_files(self):
+    with self.assertRaisesRegex(FileNotFoundError, r"TFLite file /nonexistent\.tflite not "
+                                r"found"):
+      runner.load_model_bytes("/nonexistent.tflite")
+    path = self.create_tempfile(content="not a flatbuffer").full_path
+    with self.assertRaisesRegex(ValueError, r"is not a TFLite model"):
+      runner.TFLiteRunner(path)
+
+
+class LatencyTest(absltest.TestCase):
+
+  def test_stats_are_ordered_and_complete(self):
+    _, content = _int8_model_bytes()
+    stats = benchmark_lib.measure_latency(content, threads=1, warmup=2, runs=15)
+    self.assertEqual(stats.runs, 15)
+    self.assertTrue(0 < stats.min_ms <= stats.median_ms <= stats.p90_ms)
+    self.assertGreaterEqual(stats.mean_ms, stats.min_ms)
+    self.assertGreater(stats.init_ms, 0)
+    self.assertEqual(set(stats.to_dict()), {"threads", "xnnpack", "init_ms", "min_ms",
+                                            "median_ms", "p90_ms", "mean_ms", "std_ms", "runs"})
+
+  def test_random_inputs_follow_the_signature(self):
+    _, content = _int8_model_bytes()
+    (array,) = benchmark_lib.random_inputs(runner.TFLiteRunner(content))
+    self.assertEqual((array.shape, array.dtype), ((1, 4), np.int8))
+
+
+if __name__ == "__main__":
+  absltest.main()

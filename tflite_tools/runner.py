@@ -1,0 +1,124 @@
+"""Runs a .tflite model on numpy batches with LiteRT, quantized inputs and outputs included."""
+
+import pathlib
+
+import numpy as np
+from ai_edge_litert import interpreter as litert
+
+__all__ = ["TFLiteRunner", "load_model_bytes"]
+
+# A TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
+_IDENTIFIER = b"TFL3"
+
+
+def load_model_bytes(model):
+  """Returns the flatbuffer of `model` (a path or bytes), checked to be a TFLite file.
+
+  Raises:
+    FileNotFoundError: the path does not exist.
+    ValueError: the content is not a TFLite flatbuffer; the message names the file.
+  """
+  if isinstance(model, (bytes, bytearray)):
+    content, name = bytes(model), "<bytes>"
+  else:
+    path = pathlib.Path(model)
+    if not path.is_file():
+      raise FileNotFoundError(f"TFLite file {path} not found")
+    content, name = path.read_bytes(), str(path)
+  if len(content) < 8 or content[4:8] != _IDENTIFIER:
+    raise ValueError(f"{name} is not a TFLite model (no 'TFL3' identifier); is the file "
+                     "corrupt or truncated?")
+  return content
+
+
+class TFLiteRunner:
+  """Batched inference on a TFLite model with float inputs and outputs.
+
+  Quantized (int8/uint8/int16) inputs are quantized with the input tensor's scale and zero
+  point, and quantized outputs are dequantized, so callers always deal in float arrays.
+
+  Example:
+    >>> runner = TFLiteRunner("model.tflite")
+    >>> logits = runner.predict(x_test)  # (N, 10) float32
+  """
+
+  def __init__(self, model, num_threads=None, use_xnnpack=True):
+    """Args:
+      model: a .tflite path or its bytes.
+      num_threads: interpreter threads (None: LiteRT's default).
+      use_xnnpack: False runs the builtin kernels without the default XNNPACK delegate.
+    """
+    self.content = load_model_bytes(model)
+    resolver = (litert.OpResolverType.AUTO if use_xnnpack
+                else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    self.interpreter = litert.Interpreter(model_content=self.content, num_threads=num_threads,
+                                          experimental_op_resolver_type=resolver)
+    self.interpreter.allocate_tensors()
+    self._batch = None
+
+  @property
+  def input_details(self):
+    return self.interpreter.get_input_details()
+
+  @property
+  def output_details(self):
+    return self.interpreter.get_output_details()
+
+  def resize(self, batch):
+    """Sets the batch dimension of every input (no-op when unchanged)."""
+    if batch == self._batch:
+      return
+    for detail in self.input_details:
+      shape = list(detail["shape_signature"] if len(detail["shape_signature"]) else
+                   detail["shape"])
+      self.interpreter.resize_tensor_input(detail["index"], [batch] + shape[1:], strict=False)
+    self.interpreter.allocate_tensors()
+    self._batch = batch
+
+  def _check(self, x, detail):
+    expected = tuple(int(d) for d in detail["shape"][1:])
+    if tuple(x.shape[1:]) != expected:
+      raise ValueError(f"input {detail['name']!r} expects examples of shape {expected}, got "
+                       f"{tuple(x.shape[1:])}")
+
+  def predict(self, inputs, batch_size=256):
+    """Runs the model over `inputs` (one array, or a list for multi-input models).
+
+    Returns:
+      The dequantized float32 output (a list when the model has several outputs).
+    """
+    inputs = [np.asarray(x) for x in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+    if len(inputs) != len(self.input_details):
+      raise ValueError(f"the model has {len(self.input_details)} inputs, got {len(inputs)}")
+    self.resize(min(batch_size, len(inputs[0])))
+    for x, detail in zip(inputs, self.input_details):
+      self._check(x, detail)
+    outputs = [[] for _ in self.output_details]
+    for start in range(0, len(inputs[0]), batch_size):
+      chunk = [x[start:start + batch_size] for x in inputs]
+      self.resize(len(chunk[0]))
+      for x, detail in zip(chunk, self.input_details):
+        self.interpreter.set_tensor(detail["index"], quantize(x, detail))
+      self.interpreter.invoke()
+      for out, detail in zip(outputs, self.output_details):
+        out.append(dequantize(self.interpreter.get_tensor(detail["index"]), detail))
+    results = [np.concatenate(out) for out in outputs]
+    return results[0] if len(results) == 1 else results
+
+
+def quantize(x, detail):
+  """Float `x` to the dtype of the tensor described by `detail` (affine, per tensor)."""
+  dtype = detail["dtype"]
+  scale, zero_point = detail["quantization"]
+  if np.issubdtype(dtype, np.integer) and scale:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+  return np.asarray(x, dtype)
+
+
+def dequantize(y, detail):
+  """The float value of tensor data `y` described by `detail`."""
+  scale, zero_point = detail["quantization"]
+  if np.issubdtype(y.dtype, np.integer) and scale:
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+  return np.asarray(y, np.float32)
