@@ -1,0 +1,1 @@
+"""Quantization-aware training: fake-quant math (quant_ops); quantizers and wrappers follow."""

@@ -1,0 +1,102 @@
+"""The fake-quantization math of kslim's quantizers, as pure TensorFlow functions.
+
+Every function emits TensorFlow's ``FakeQuantWithMinMaxVars`` (or its per-channel form), the op
+the TFLite converter reads quantization ranges from, so a trained model exports to int8 with
+exactly the ranges it was trained with. Gradients are the op's registered ones: the
+straight-through estimator for the input inside the (nudged) range, and for the range bounds
+the sum of the upstream gradient over the inputs clipped to them — which is PACT's gradient
+for its clipping level alpha (Choi et al., eq. 3).
+
+The op "nudges" a range [min, max] so that 0.0 is exactly representable: with
+``n = 2**bits - 1`` levels (``2**bits - 2`` with `narrow_range`), ``scale = (max - min) / n``,
+the zero point ``round(qmin - min / scale)`` is clamped to the integer grid, and the range
+shifts to ``[(qmin - zp) * scale, (qmax - zp) * scale]``. Symmetric ranges with `narrow_range`
+(``[-b, b]`` on ``2**bits - 1`` levels) need no nudging; TFLite requires them for int8 weights.
+
+References:
+  Jacob et al., Quantization and Training of Neural Networks for Efficient
+  Integer-Arithmetic-Only Inference, https://arxiv.org/abs/1712.05877
+  Choi et al., PACT: Parameterized Clipping Activation for Quantized Neural Networks,
+  https://arxiv.org/abs/1805.06085
+"""
+
+import tensorflow as tf
+
+__all__ = ["MIN_BITS", "MAX_BITS", "check_num_bits", "fake_quant", "abs_max",
+           "symmetric_fake_quant", "pact", "ema_update"]
+
+MIN_BITS, MAX_BITS = 2, 8
+# Keeps a range away from zero width: an all-zero tensor would otherwise make scale 0.
+_MIN_BOUND = 1e-8
+
+
+def check_num_bits(num_bits):
+  """Returns `num_bits` if it is an int in [2, 8]; raises a ValueError naming it otherwise."""
+  if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not (
+      MIN_BITS <= num_bits <= MAX_BITS):
+    raise ValueError(f"num_bits must be an integer from {MIN_BITS} to {MAX_BITS}, got "
+                     f"{num_bits!r}")
+  return num_bits
+
+
+def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_channel=False):
+  """Quantizes `x` to a `num_bits` uniform grid over [min, max] and back to float.
+
+  Args:
+    x: a float tensor.
+    min_value: lower bound: a scalar, or a vector over the last axis with `per_channel`.
+    max_value: upper bound, shaped like `min_value`.
+    num_bits: 2 to 8.
+    narrow_range: use ``2**bits - 1`` levels (drops the lowest), as TFLite's int8 weights do.
+    per_channel: `min_value`/`max_value` hold one range per slice along the last axis.
+
+  Returns:
+    A tensor like `x`, on the nudged grid described in the module docstring.
+  """
+  check_num_bits(num_bits)
+  op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if per_channel
+        else tf.quantization.fake_quant_with_min_max_vars)
+  return op(x, min_value, max_value, num_bits=num_bits, narrow_range=narrow_range)
+
+
+def abs_max(x, per_channel=False):
+  """max |x| over the whole tensor, or over all but the last axis with `per_channel`."""
+  axes = list(range(x.shape.rank - 1)) if per_channel else None
+  return tf.reduce_max(tf.abs(x), axis=axes)
+
+
+def symmetric_fake_quant(x, bound, num_bits=8, per_channel=False):
+  """Fake-quantizes `x` on the symmetric narrow grid over [-bound, bound].
+
+  The bound is a statistic of the data (abs max, a moving average of it), not a learned
+  parameter, so no gradient flows into it; `x` gets the straight-through estimator.
+  """
+  bound = tf.maximum(tf.stop_gradient(bound), _MIN_BOUND)
+  return fake_quant(x, -bound, bound, num_bits, narrow_range=True, per_channel=per_channel)
+
+
+def pact(x, alpha, num_bits=8, signed=False):
+  """PACT: clips `x` at a learnable level `alpha`, then quantizes uniformly.
+
+  ``y = quant(clip(x, 0, alpha))`` (the paper's activation, which replaces ReLU), or with
+  `signed` ``quant(clip(x, -alpha, alpha))`` on the symmetric narrow grid (PaddleSlim's form,
+  for activations that can be negative). Gradients: ``dy/dx = 1`` inside the range, else 0;
+  ``dy/dalpha = 1`` where ``x > alpha``, and ``-1`` where ``x < -alpha`` when signed.
+
+  Args:
+    x: activations.
+    alpha: the clipping level, a positive scalar variable.
+    num_bits: 2 to 8.
+    signed: clip to [-alpha, alpha] instead of [0, alpha].
+
+  Returns:
+    The quantized activations.
+  """
+  alpha = tf.maximum(alpha, _MIN_BOUND)
+  lower = -alpha if signed else tf.zeros_like(alpha)
+  return fake_quant(x, lower, alpha, num_bits, narrow_range=signed)
+
+
+def ema_update(variable, value, decay):
+  """``variable <- decay * variable + (1 - decay) * value``; returns the assign op's value."""
+  return variable.assign(decay * variable + (1.0 - decay) * tf.cast(value, variable.dtype))
