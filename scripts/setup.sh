@@ -14,7 +14,10 @@ want_bazel=0
 sudo_cmd=()
 [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
 
+python="${KSLIM_BASE_PYTHON:-python3}"
 apt_packages=()
+# Debian's own Python needs python3-venv for `python3 -m venv` (ensurepip).
+"$python" -c "import ensurepip, venv" 2>/dev/null || apt_packages+=(python3-venv)
 data_dir="${KSLIM_DATA_DIR:-/usr/share/datasets/fashion-mnist}"
 [[ -f "$data_dir/t10k-labels-idx1-ubyte.gz" || -f "$data_dir/t10k-labels-idx1-ubyte" ]] \
   || apt_packages+=(dataset-fashion-mnist)
@@ -28,7 +31,6 @@ if [[ ${#apt_packages[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
-python="${KSLIM_BASE_PYTHON:-python3}"
 stamp=$(cat requirements.txt setup.py | sha256sum | cut -c1-16)
 if [[ ! -x .venv/bin/python || "$(cat .venv/.kslim-stamp 2>/dev/null)" != "$stamp" ]]; then
   echo "setup: creating .venv with the pinned stack (requirements.txt)"
