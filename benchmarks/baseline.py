@@ -15,6 +15,7 @@ import platform
 from absl import app, flags
 
 from kslim import pipeline
+from kslim.cli._common import quiet_tensorflow
 from kslim.models import REFERENCE_MODELS
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Cache and TFLite files.")
@@ -25,6 +26,7 @@ _MODELS = flags.DEFINE_list("models", sorted(REFERENCE_MODELS), "Reference model
 
 def main(argv):
   del argv
+  quiet_tensorflow()
   rows = []
   for name in _MODELS.value:
     settings = pipeline.Settings(model=name, threads=tuple(int(t) for t in _THREADS.value),
