@@ -79,7 +79,7 @@ class Context:
   tflite_path: Optional[pathlib.Path] = None
   history: dict = dataclasses.field(default_factory=dict)
   results: list = dataclasses.field(default_factory=list)
-  _data: Optional[tuple] = None
+  _data: Optional[tuple] = dataclasses.field(default=None, init=False, repr=False)
 
   @property
   def data(self):
