@@ -8,6 +8,7 @@ import dataclasses
 import math
 
 from kslim._keras import call_sites, check_model, keras
+from kslim._table import format_table
 
 __all__ = ["LayerProfile", "Profile", "profile"]
 
@@ -103,19 +104,13 @@ class Profile:
     return dataclasses.asdict(self)
 
   def __str__(self):
-    header = ("Layer (type)", "Output shape", "Params", "MACs")
-    lines = [(f"{r.name} ({r.type})", str(r.output_shape), f"{r.params:,}", f"{r.macs:,}")
-             for r in self.rows]
-    widths = [max(len(line[i]) for line in [header] + lines) for i in range(4)]
-
-    def fmt(cells):
-      return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(cells, widths)))
-
-    rule = "-" * len(fmt(header))
+    rows = [[f"{r.name} ({r.type})", str(r.output_shape), f"{r.params:,}", f"{r.macs:,}"]
+            for r in self.rows]
+    table = format_table(["Layer (type)", "Output shape", "Params", "MACs"], rows,
+                         left_columns=2)
     return "\n".join(
-        [f"Profile of {self.model_name}", rule, fmt(header), rule] + [fmt(l) for l in lines] +
-        [rule, f"Total params: {self.total_params:,} (trainable: {self.trainable_params:,})",
+        [f"Profile of {self.model_name}", table,
+         f"Total params: {self.total_params:,} (trainable: {self.trainable_params:,})",
          f"Total MACs: {self.total_macs:,}"])
 
 

@@ -1,5 +1,7 @@
 """The results table every pipeline run prints and saves."""
 
+from kslim import _table
+
 __all__ = ["format_table"]
 
 _COLUMNS = (
@@ -22,11 +24,4 @@ def format_table(results):
     cells = ["-" if r[key] is None else fmt.format(r[key]) for key, _, fmt in _COLUMNS]
     cells += [f"{r['latency_ms'][t]:.3f}" if t in r["latency_ms"] else "-" for t in threads]
     lines.append(cells)
-  widths = [max(len(c[i]) for c in [header] + lines) for i in range(len(header))]
-
-  def fmt_line(cells):
-    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                     for i, (c, w) in enumerate(zip(cells, widths)))
-
-  rule = "-" * len(fmt_line(header))
-  return "\n".join([rule, fmt_line(header), rule] + [fmt_line(c) for c in lines] + [rule])
+  return _table.format_table(header, lines)
