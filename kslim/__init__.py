@@ -16,10 +16,13 @@ from kslim.version import __version__
 _EXPORTS = {
     "Profile": ("kslim.profiling", "Profile"),
     "profile": ("kslim.profiling", "profile"),
+    "QuantConfig": ("kslim.quantization", "QuantConfig"),
     "convert": ("kslim.conversion", "convert"),
     "datasets": ("kslim.datasets", None),
     "models": ("kslim.models", None),
     "pipeline": ("kslim.pipeline", None),
+    "quantization": ("kslim.quantization", None),
+    "quantize": ("kslim.quantization", "quantize"),
 }
 
 __all__ = ["__version__"] + sorted(_EXPORTS)

@@ -1,0 +1,143 @@
+"""Graph rewrites that make the Keras model compute what the TFLite converter will emit.
+
+The converter folds BatchNormalization into the preceding convolution, splits
+SeparableConv2D into a depthwise and a 1x1 convolution, and runs any activation other than
+ReLU/ReLU6 as its own op. Doing the same before quantization means training sees (and
+quantizes) exactly the kernels and tensors the int8 file will contain: the folded kernel is
+what gets quantized, and every tensor TFLite stores gets its own range.
+
+Each rewrite keeps the function the model computes unchanged (tests check this in float).
+"""
+
+import numpy as np
+
+from kslim import _graph
+from kslim._keras import keras
+from kslim.quantization import registry
+
+__all__ = ["fold_batch_norm_weights", "split_separable_convs", "fold_batch_norms",
+           "split_activations", "canonicalize"]
+
+_FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+             keras.layers.Dense)
+
+
+def fold_batch_norm_weights(kernel, bias, gamma, beta, mean, variance, epsilon,
+                            depthwise=False):
+  """Folds inference-mode batch norm into the kernel and bias before it.
+
+  ``bn(conv(x)) = s * (conv(x) + b - mean) + beta`` with ``s = gamma / sqrt(var + eps)``,
+  so the folded kernel is ``k * s`` (per output channel) and the bias ``(b - mean) * s + beta``.
+
+  Args:
+    kernel: the conv/dense kernel, output channels last (for a depthwise kernel
+      ``(h, w, in, multiplier)``, the output channel ``c * multiplier + m``).
+    bias: the layer's bias, or None.
+    gamma, beta: batch norm scale and offset, or None when the layer has none.
+    mean, variance: batch norm moving statistics.
+    epsilon: batch norm epsilon.
+    depthwise: `kernel` is a depthwise kernel.
+
+  Returns:
+    (folded kernel, folded bias) as float32 arrays.
+  """
+  scale = np.asarray(1.0 if gamma is None else gamma) / np.sqrt(np.asarray(variance) + epsilon)
+  scale = np.broadcast_to(scale, np.shape(mean))
+  shaped = scale.reshape(kernel.shape[-2:]) if depthwise else scale
+  folded_kernel = kernel * shaped
+  bias = np.zeros_like(mean) if bias is None else bias
+  folded_bias = (bias - mean) * scale + (0.0 if beta is None else beta)
+  return folded_kernel.astype(np.float32), folded_bias.astype(np.float32)
+
+
+def split_separable_convs(graph):
+  """Replaces each SeparableConv2D by DepthwiseConv2D (no bias) + 1x1 Conv2D."""
+  for op in list(graph.ops):
+    layer = op.layer
+    if not isinstance(layer, keras.layers.SeparableConv2D):
+      continue
+    _require_single_call(graph, layer)
+    config = layer.get_config()
+    depthwise = keras.layers.DepthwiseConv2D(
+        config["kernel_size"], strides=config["strides"], padding=config["padding"],
+        depth_multiplier=config["depth_multiplier"], data_format=config["data_format"],
+        dilation_rate=config["dilation_rate"], use_bias=False, name=f"{layer.name}_depthwise")
+    pointwise = keras.layers.Conv2D(
+        config["filters"], 1, activation=config["activation"], use_bias=config["use_bias"],
+        data_format=config["data_format"], name=f"{layer.name}_pointwise")
+    weights = graph.initial_weights.pop(layer)
+    graph.initial_weights[depthwise] = weights[:1]
+    graph.initial_weights[pointwise] = weights[1:]
+    channels = op.inputs[0].shape[-1] * config["depth_multiplier"]
+    middle = _graph.Ref(op.outputs.shape[:-1] + (channels,), op.outputs.dtype)
+    graph.replace([op], [_graph.Op(depthwise, (op.inputs[0],), {}, middle),
+                         _graph.Op(pointwise, (middle,), {}, op.outputs)])
+
+
+def fold_batch_norms(graph):
+  """Folds every BatchNormalization that only follows a linear conv/dense into it."""
+  for bn_op in list(graph.ops):
+    bn = bn_op.layer
+    if not isinstance(bn, keras.layers.BatchNormalization) or graph.calls_of(bn) != 1:
+      continue
+    source = graph.producer(bn_op.inputs[0])
+    if source is None or not _foldable(graph, source, bn_op, bn):
+      continue
+    layer = source.layer
+    config = layer.get_config()
+    config.update(use_bias=True)
+    folded = type(layer).from_config(config)
+    weights = graph.initial_weights.pop(layer)
+    bn_weights = list(graph.initial_weights.pop(bn))  # [gamma] [beta] mean variance
+    gamma = bn_weights.pop(0) if bn.scale else None
+    beta = bn_weights.pop(0) if bn.center else None
+    kernel, bias = fold_batch_norm_weights(
+        weights[0], weights[1] if layer.use_bias else None, gamma, beta, *bn_weights,
+        bn.epsilon, depthwise=isinstance(layer, keras.layers.DepthwiseConv2D))
+    graph.initial_weights[folded] = [kernel, bias]
+    graph.replace([source, bn_op], [_graph.Op(folded, source.args, source.kwargs,
+                                              bn_op.outputs)])
+
+
+def split_activations(graph):
+  """Moves a built-in activation TFLite cannot fuse (anything but ReLU/ReLU6) into its own layer."""
+  for op in list(graph.ops):
+    layer = op.layer
+    if registry.rule_for(layer) is None or registry.rule_for(layer).kind is not registry.Kind.WEIGHTED:
+      continue
+    name = registry.activation_name(layer)
+    if name in (None, "linear") or name in registry.FUSABLE_ACTIVATIONS:
+      continue
+    _require_single_call(graph, layer)
+    config = layer.get_config()
+    config.update(activation="linear")
+    linear = type(layer).from_config(config)
+    graph.initial_weights[linear] = graph.initial_weights.pop(layer)
+    activation = keras.layers.Activation(name, name=f"{layer.name}_{name}")
+    middle = _graph.Ref(op.outputs.shape, op.outputs.dtype)
+    graph.replace([op], [_graph.Op(linear, op.args, op.kwargs, middle),
+                         _graph.Op(activation, (middle,), {}, op.outputs)])
+
+
+def canonicalize(graph):
+  """All rewrites, in the order the converter would apply them."""
+  split_separable_convs(graph)
+  fold_batch_norms(graph)
+  split_activations(graph)
+
+
+def _foldable(graph, source, bn_op, bn):
+  layer = source.layer
+  axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
+  rank = len(bn_op.inputs[0].shape)
+  return (isinstance(layer, _FOLDABLE) and graph.calls_of(layer) == 1
+          and registry.activation_name(layer) == "linear"
+          and axis is not None and axis % rank == rank - 1
+          and len(graph.consumers(bn_op.inputs[0])) == 1
+          and bn_op.inputs[0] not in graph.output_refs())
+
+
+def _require_single_call(graph, layer):
+  if graph.calls_of(layer) != 1:
+    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is called "
+                     f"{graph.calls_of(layer)} times; kslim cannot split a shared layer")
