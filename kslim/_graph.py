@@ -157,12 +157,15 @@ class Graph:
     Done before the call, because a wrapper may replace the inner layer's kernels by
     quantized tensors during it, after which the inner layer no longer lists them.
     """
-    for layer in (op.layer, getattr(op.layer, "layer", None)):
+    inner = getattr(op.layer, "layer", None)
+    for layer, scope in ((op.layer, op.layer.name),
+                         (inner, f"{op.layer.name}/{getattr(inner, 'name', '')}")):
       weights = self.initial_weights.get(layer) if layer is not None else None
       if weights is None or layer.built:
         continue
       first = op.args[0] if op.args else op.inputs[0]
-      layer.build(tf.nest.map_structure(lambda r: tf.TensorShape(r.shape), first))
+      with tf.name_scope(scope):  # the variable names a call would give (h5 needs them unique)
+        layer.build(tf.nest.map_structure(lambda r: tf.TensorShape(r.shape), first))
       layer.set_weights(weights)
 
 

@@ -42,17 +42,20 @@ class TFLiteRunner:
     >>> logits = runner.predict(x_test)  # (N, 10) float32
   """
 
-  def __init__(self, model, num_threads=None, use_xnnpack=True):
+  def __init__(self, model, num_threads=None, use_xnnpack=True, preserve_all_tensors=False):
     """Args:
       model: a .tflite path or its bytes.
       num_threads: interpreter threads (None: LiteRT's default).
       use_xnnpack: False runs the builtin kernels without the default XNNPACK delegate.
+      preserve_all_tensors: keep every intermediate tensor readable after `predict` (for
+        `intermediates`; implies the builtin kernels, as a delegate hides its tensors).
     """
     self.content = load_model_bytes(model)
-    resolver = (litert.OpResolverType.AUTO if use_xnnpack
+    resolver = (litert.OpResolverType.AUTO if use_xnnpack and not preserve_all_tensors
                 else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     self.interpreter = litert.Interpreter(model_content=self.content, num_threads=num_threads,
-                                          experimental_op_resolver_type=resolver)
+                                          experimental_op_resolver_type=resolver,
+                                          experimental_preserve_all_tensors=preserve_all_tensors)
     self.interpreter.allocate_tensors()
     self._batch = None
 
@@ -104,6 +107,23 @@ class TFLiteRunner:
         out.append(dequantize(self.interpreter.get_tensor(detail["index"]), detail))
     results = [np.concatenate(out) for out in outputs]
     return results[0] if len(results) == 1 else results
+
+
+  def intermediates(self):
+    """The quantized tensors of the last batch run, as ``[(tensor detail, float array)]``.
+
+    Needs ``preserve_all_tensors=True``; constant tensors (weights) are included too.
+    """
+    result = []
+    for detail in self.interpreter.get_tensor_details():
+      if not np.issubdtype(detail["dtype"], np.integer) or not detail["quantization"][0]:
+        continue
+      try:
+        value = self.interpreter.get_tensor(detail["index"])
+      except ValueError:  # a tensor without data (freed scratch buffer)
+        continue
+      result.append((detail, dequantize(value, detail)))
+    return result
 
 
 def quantize(x, detail):

@@ -117,15 +117,22 @@ class QuantConfig:
     return quantizers_lib.get(name, quantizers_lib.Role.WEIGHTS, **kwargs)
 
   def activation_quantizer_for(self, name, class_name, signed):
-    """The activation `Quantizer` for the output of a layer (see `for_layer`)."""
+    """The activation `Quantizer` for the output of a layer (see `for_layer`).
+
+    PACT replaces the clipping of a ReLU, so it applies to non-negative tensors; a tensor that
+    can be negative (the model input, logits, a residual sum) gets moving_average_abs_max
+    instead, because learning to clip the input or the logits only loses information.
+    """
     settings = self.for_layer(name, class_name)
+    choice = settings.activation_quantizer
+    if choice == "pact" and signed:
+      choice = "moving_average_abs_max"
     kwargs = {"num_bits": settings.activation_bits, "signed": signed}
-    if settings.activation_quantizer == "moving_average_abs_max":
+    if choice == "moving_average_abs_max":
       kwargs["decay"] = self.moving_average_decay
-    elif settings.activation_quantizer == "pact":
+    elif choice == "pact":
       kwargs["decay"] = self.pact_decay
-    return quantizers_lib.get(settings.activation_quantizer, quantizers_lib.Role.ACTIVATIONS,
-                              **kwargs)
+    return quantizers_lib.get(choice, quantizers_lib.Role.ACTIVATIONS, **kwargs)
 
   def get_config(self):
     config = dataclasses.asdict(self)

@@ -20,14 +20,40 @@ References:
   https://arxiv.org/abs/1805.06085
 """
 
+import contextlib
+import threading
+
 import tensorflow as tf
 
 __all__ = ["MIN_BITS", "MAX_BITS", "check_num_bits", "fake_quant", "abs_max",
-           "symmetric_fake_quant", "pact", "ema_update"]
+           "symmetric_fake_quant", "pact", "ema_update", "int8_container"]
 
 MIN_BITS, MAX_BITS = 2, 8
 # Keeps a range away from zero width: an all-zero tensor would otherwise make scale 0.
 _MIN_BOUND = 1e-8
+
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def int8_container():
+  """Within this context, grids below 8 bits are emitted as 8-bit grids TFLite can run.
+
+  TFLite's kernels take int8 tensors only. A b-bit grid over [min, max] (step
+  ``s = (max - min) / levels``) is exactly a subset of the 8-bit grid with the same step, so
+  `fake_quant` clips `x` to [min, max] (the b-bit range) and quantizes on the 8-bit grid of
+  step s: ``[-127 s, 127 s]`` for symmetric narrow ranges, ``[min, min + 255 s]`` otherwise
+  (kslim's ranges start at 0 then). The converted file then stores every tensor as int8
+  values restricted to the b-bit levels, the weights exactly, activations by an explicit
+  clip op (MINIMUM/MAXIMUM) before each requantization. kslim.convert enters this context.
+  """
+  previous = getattr(_state, "container", False)
+  _state.container = True
+  try:
+    yield
+  finally:
+    _state.container = previous
 
 
 def check_num_bits(num_bits):
@@ -56,6 +82,14 @@ def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_chan
   check_num_bits(num_bits)
   op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if per_channel
         else tf.quantization.fake_quant_with_min_max_vars)
+  if num_bits < MAX_BITS and getattr(_state, "container", False):
+    step = (max_value - min_value) / (2 ** num_bits - 1 - int(narrow_range))
+    x = tf.clip_by_value(x, min_value, max_value)
+    if narrow_range:
+      min_value, max_value = -127.0 * step, 127.0 * step
+    else:
+      max_value = min_value + 255.0 * step
+    num_bits = MAX_BITS
   return op(x, min_value, max_value, num_bits=num_bits, narrow_range=narrow_range)
 
 

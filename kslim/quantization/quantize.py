@@ -83,8 +83,7 @@ def custom_objects():
   objects = {cls.__name__: cls for cls in (
       quantizers_lib.AbsMax, quantizers_lib.ChannelWiseAbsMax, quantizers_lib.RunningAbsMax,
       quantizers_lib.MovingAverageAbsMax, quantizers_lib.PACT, quantizers_lib.FixedRange,
-      wrapper.WeightQuantizeConfig, wrapper.ActivationQuantize)}
-  objects["QuantizeWrapperV2"] = wrapper.QuantizeWrapper
+      wrapper.WeightQuantizeConfig, wrapper.ActivationQuantize, wrapper.QuantizeWrapper)}
   return objects
 
 

@@ -154,6 +154,11 @@ class _ActivationQuantizer(Quantizer):
     bound = self._bound(weights)
     return (-bound if self.signed else tf.zeros_like(bound)), bound
 
+  @property
+  def narrow_range(self):
+    """Whether the grid drops its lowest level (symmetric ranges do)."""
+    return self.signed
+
   def _bound(self, weights):
     raise NotImplementedError
 
@@ -266,7 +271,7 @@ class PACT(_ActivationQuantizer):
     return quant_ops.pact(inputs, alpha, self.num_bits, signed=self.signed)
 
   def _bound(self, weights):
-    return weights["alpha"]
+    return tf.maximum(weights["alpha"], 1e-8)
 
   def get_config(self):
     return {**super().get_config(), "decay": self.decay}
@@ -297,6 +302,10 @@ class FixedRange(_ActivationQuantizer):
 
   def range(self, weights):
     return tf.constant(self.minimum), tf.constant(self.maximum)
+
+  @property
+  def narrow_range(self):
+    return False
 
   def get_config(self):
     return {"num_bits": self.num_bits, "minimum": self.minimum, "maximum": self.maximum}

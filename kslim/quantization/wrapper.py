@@ -16,7 +16,23 @@ from kslim._keras import keras
 __all__ = ["WeightQuantizeConfig", "ActivationQuantize", "QuantizeWrapper"]
 
 _register = keras.utils.register_keras_serializable(package="kslim")
-QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
+
+
+@_register
+class QuantizeWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
+  """tfmot's QuantizeWrapperV2 with a variable list that does not depend on build order.
+
+  QuantizeWrapperV2 lists the inner layer's weights only if that layer was already built, and
+  lists a quantized kernel twice; the `.keras` format then finds a different number of
+  variables when loading than it saved. Building the inner layer first and dropping
+  duplicates makes saving and loading agree.
+  """
+
+  def build(self, input_shape):
+    if not self.layer.built:
+      self.layer.build(input_shape)
+    super().build(input_shape)
+    self._trainable_weights = self._dedup_weights(self._trainable_weights)
 
 
 @_register
@@ -99,6 +115,12 @@ class ActivationQuantize(keras.layers.Layer):
     """The (min, max) used at inference, as floats."""
     low, high = self.quantizer.range(self._quantizer_vars)
     return float(low), float(high)
+
+  def scale(self):
+    """The quantization step of the grid: ``(max - min) / (levels - 1)``."""
+    low, high = self.range()
+    steps = 2 ** self.quantizer.num_bits - (2 if self.quantizer.narrow_range else 1)
+    return (high - low) / steps
 
   def compute_output_shape(self, input_shape):
     return input_shape
