@@ -33,7 +33,7 @@ class ConversionReport:
     rows = [[dtype, ", ".join(f"{name} x{count}" for name, count in sorted(ops.items()))]
             for dtype, ops in self.ops_by_dtype.items()]
     lines = [f"TFLite {self.mode}: {self.size_bytes / 1024:.1f} KB",
-             format_table(["dtype", "ops"], rows)]
+             format_table(["dtype", "ops"], rows, left_columns=2)]
     if self.mode != "float32":
       lines.append("ops left in float32: " + (", ".join(self.float_ops) or "none"))
     if self.parity is not None:

@@ -1,0 +1,218 @@
+"""kslim.quantize end to end: structure, training, save/load, conversion agreement."""
+
+import os
+import tempfile
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import absltest, parameterized
+
+import kslim
+from kslim._keras import keras
+from kslim.quantization import wrapper
+from tflite_tools import runner as runner_lib
+
+
+def _data(n=256, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.uniform(0, 1, (n, 12, 12, 1)).astype(np.float32)
+  y = (x[:, :6].mean(axis=(1, 2, 3)) > x[:, 6:].mean(axis=(1, 2, 3))).astype(np.int32)
+  return x, y
+
+
+def _small_model():
+  """Conv/BN/ReLU, depthwise, Concatenate, pooling, Add and Dense: every rule kind."""
+  inputs = keras.Input((12, 12, 1), name="image")
+  x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(inputs)
+  x = keras.layers.BatchNormalization(name="bn")(x)
+  x = keras.layers.ReLU(name="relu")(x)
+  a = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
+  b = keras.layers.Conv2D(8, 1, activation="relu", name="pw")(x)
+  x = keras.layers.Concatenate(name="cat")([a, b])
+  x = keras.layers.AveragePooling2D(name="avg")(x)
+  y = keras.layers.Conv2D(16, 1, name="proj")(x)
+  x = keras.layers.Add(name="add")([x, y])
+  x = keras.layers.MaxPooling2D(name="max")(x)
+  x = keras.layers.Flatten(name="flat")(x)
+  outputs = keras.layers.Dense(2, name="logits")(x)
+  return keras.Model(inputs, outputs, name="small")
+
+
+def _trained_qat(config=None, epochs=3):
+  tf.keras.utils.set_random_seed(0)
+  x, y = _data()
+  qat = kslim.quantize(_small_model(), config)
+  qat.compile(keras.optimizers.Adam(3e-3),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  qat.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+  return qat, x
+
+
+class StructureTest(absltest.TestCase):
+
+  def test_layers_are_wrapped_and_ranges_placed_as_tflite_stores_tensors(self):
+    model = _small_model()
+    weights_before = [w.copy() for w in model.get_weights()]
+    qat = kslim.quantize(model)
+    names = {layer.name for layer in qat.layers}
+    self.assertNotIn("bn", names)  # folded into conv
+    for name in ("quant_conv", "quant_dw", "quant_pw", "quant_proj", "quant_logits"):
+      self.assertIsInstance(qat.get_layer(name), wrapper.QuantizeWrapper)
+    ranges = {layer.name: layer for layer in kslim.quantization.activation_quantizers(qat)}
+    # The conv's own output is fused with its ReLU: one range after the ReLU. The two
+    # concatenated branches and the pooled output share one range layer, called 3 times.
+    self.assertEqual(sorted(ranges),
+                     ["add_quant", "dw_quant", "image_quant", "logits_quant", "proj_quant",
+                      "relu_quant"])
+    self.assertLen(ranges["dw_quant"]._inbound_nodes, 3)
+    self.assertFalse(ranges["relu_quant"].quantizer.signed)
+    self.assertTrue(ranges["proj_quant"].quantizer.signed)
+    # Dense kernels use one range: TFLite cannot keep per-channel ranges through their transpose.
+    self.assertEqual(qat.get_layer("quant_logits").quantize_config.quantizer,
+                     kslim.quantization.quantizers.AbsMax(8))
+    for before, after in zip(weights_before, model.get_weights()):
+      np.testing.assert_array_equal(before, after)
+
+  def test_nested_models_are_inlined(self):
+    inner = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3, name="c1"),
+                              keras.layers.ReLU(name="r1")], name="inner")
+    inputs = keras.Input((12, 12, 1))
+    x = inner(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outer = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    qat = kslim.quantize(outer)
+    self.assertIn("quant_c1", [layer.name for layer in qat.layers])
+    self.assertNotIn("inner", [layer.name for layer in qat.layers])
+    x, _ = _data(8)
+    qat(x, training=True)
+    np.testing.assert_allclose(qat(x).numpy(), outer(x).numpy(), atol=0.05)
+
+  def test_unsupported_layers_error_or_warn_once(self):
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(4, name="fc")(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    x = keras.layers.GaussianNoise(0.1, name="noise")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    with self.assertRaisesRegex(ValueError, r"norm \(LayerNormalization\), noise \(GaussianNoise\)"):
+      kslim.quantize(model, kslim.QuantConfig(unsupported="error"))
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      qat = kslim.quantize(model)
+    messages = [str(w.message) for w in caught if "kslim.quantize" in str(w.message)]
+    self.assertLen(messages, 1)
+    self.assertIn("norm (LayerNormalization), noise (GaussianNoise)", messages[0])
+    self.assertIn("norm_quant", [layer.name for layer in qat.layers])
+
+  def test_skip_keeps_weights_float(self):
+    qat = kslim.quantize(_small_model(), kslim.QuantConfig(skip=("logits", "DepthwiseConv2D")))
+    names = [layer.name for layer in qat.layers]
+    self.assertIn("logits", names)
+    self.assertIn("dw", names)
+    self.assertIn("quant_pw", names)
+
+  def test_subclassed_model_is_refused(self):
+    class Net(keras.Model):
+      def call(self, x):
+        return x
+    with self.assertRaisesRegex(ValueError, "has no layer graph"):
+      kslim.quantize(Net())
+
+
+class TrainingAndExportTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.qat, cls.x = _trained_qat()
+
+  def test_int8_tflite_agrees_with_the_keras_qat_model(self):
+    content = kslim.convert(self.qat, "int8", io_dtype="float32", report=True,
+                            representative_data=self.x)
+    report = content.report
+    self.assertEqual(report.float_ops, ())
+    self.assertIn("CONV_2D", report.ops_by_dtype["int8"])
+    keras_logits = self.qat.predict(self.x, verbose=0)
+    tflite_logits = runner_lib.TFLiteRunner(content).predict(self.x)
+    self.assertGreaterEqual((keras_logits.argmax(1) == tflite_logits.argmax(1)).mean(), 0.99)
+    # TFLite's AVERAGE_POOL_2D rounds ties of the int8 average away from zero, the fake-quant
+    # op rounds them up: about 10% of pooled values differ by one step, and sums of those
+    # reach the logits as a few steps. Everything before the pooling matches to one step.
+    output_scale = self.qat.get_layer("logits_quant").scale()
+    self.assertLessEqual(np.abs(keras_logits - tflite_logits).max(), 5.01 * output_scale)
+    parity = {p.layer: p for p in report.parity}
+    self.assertLen(parity, 8)
+    for name in ("image_quant", "relu_quant", "dw_quant", "dw_quant[1]"):
+      self.assertEqual(parity[name].tflite_tensor is None, False, name)
+      self.assertLessEqual(parity[name].max_steps, 2.5, name)
+      self.assertLess(parity[name].mismatch, 0.01, name)
+    for entry in parity.values():
+      self.assertLessEqual(entry.max_steps, 4.0, entry)
+
+  def test_moving_averages_change_only_in_training(self):
+    layer = self.qat.get_layer("relu_quant")
+    before = layer.range()
+    self.qat.predict(self.x[:32], verbose=0)
+    self.assertEqual(layer.range(), before)
+    self.qat(self.x[:32] * 3.0, training=True)
+    self.assertNotEqual(layer.range(), before)
+
+  @parameterized.parameters("qat.keras", "qat.h5", "qat_savedmodel")
+  def test_save_and_load_give_identical_outputs(self, filename):
+    path = os.path.join(tempfile.mkdtemp(), filename)
+    self.qat.save(path)
+    with kslim.quantization.scope():
+      loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(self.x, verbose=0),
+                                  self.qat.predict(self.x, verbose=0))
+
+
+class LowBitTest(absltest.TestCase):
+
+  def test_4_bit_pact_exports_values_on_the_4_bit_grid(self):
+    qat, x = _trained_qat(kslim.QuantConfig(weight_bits=4, activation_bits=4,
+                                            activation_quantizer="pact"), epochs=2)
+    content = kslim.convert(qat, "int8", report=True, representative_data=x[:64])
+    runner = runner_lib.TFLiteRunner(content, preserve_all_tensors=True)
+    runner.predict(x[:64], batch_size=64)
+    relu = qat.get_layer("relu_quant")
+    for detail, values in runner.intermediates():
+      if abs(detail["quantization"][0] / relu.scale() - 1) < 1e-4:
+        levels = np.round(values / relu.scale())
+        self.assertLessEqual(levels.max(), 15)
+        self.assertGreaterEqual(levels.min(), 0)
+    keras_logits = qat.predict(x[:64], verbose=0)
+    agreement = (runner_lib.TFLiteRunner(content).predict(x[:64]).argmax(1)
+                 == keras_logits.argmax(1)).mean()
+    self.assertGreaterEqual(agreement, 0.9)
+
+
+class ConvertErrorsTest(absltest.TestCase):
+
+  def test_untrained_and_wrong_mode(self):
+    qat = kslim.quantize(_small_model())
+    with self.assertRaisesRegex(ValueError, "activation range of layer 'image_quant' is empty"):
+      kslim.convert(qat, "int8")
+    with self.assertRaisesRegex(ValueError, "convert it with mode='int8', not 'float16'"):
+      kslim.convert(qat, "float16")
+    with self.assertRaisesRegex(ValueError, "needs representative_data"):
+      kslim.convert(_small_model(), "int8")
+    with self.assertRaisesRegex(ValueError, "unknown io_dtype 'int4'"):
+      kslim.convert(_small_model(), "int8", io_dtype="int4")
+
+
+class DistributedTest(absltest.TestCase):
+
+  def test_fit_under_mirrored_strategy(self):
+    x, y = _data(64)
+    strategy = tf.distribute.MirroredStrategy()
+    with strategy.scope():
+      qat = kslim.quantize(_small_model(), kslim.QuantConfig(activation_quantizer="pact"))
+      qat.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    self.assertGreater(qat.get_layer("relu_quant").range()[1], 0.0)
+
+
+if __name__ == "__main__":
+  absltest.main()
