@@ -10,7 +10,7 @@ import numpy as np
 
 from kslim._keras import check_model, keras
 
-__all__ = ["compile_classifier", "fit_classifier", "accuracy"]
+__all__ = ["compile_classifier", "fit_classifier", "finetune_schedule", "accuracy"]
 
 
 def compile_classifier(model, learning_rate=2e-3):
@@ -35,6 +35,13 @@ def fit_classifier(model, x, y, epochs, batch_size=128, learning_rate=2e-3, seed
   compile_classifier(model, learning_rate)
   return model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True,
                    validation_data=validation_data, callbacks=callbacks, verbose=verbose)
+
+
+def finetune_schedule(learning_rate, epochs, examples, batch_size=128):
+  """Cosine decay from `learning_rate` to 0 over `epochs` of `examples`: the schedule every
+  compression fine-tune (QAT, pruning, distillation) and its fair float baseline share."""
+  steps = max(1, epochs * -(-examples // batch_size))
+  return keras.optimizers.schedules.CosineDecay(learning_rate, steps)
 
 
 def accuracy(logits, labels):

@@ -1,7 +1,8 @@
 """kslim-demo: the end-to-end demo on Fashion-MNIST.
 
-Trains (or loads the cached) reference model, exports it to TFLite, evaluates both on the test
-set and prints the results table. Later stages (prune, quantize, ...) join through --stages.
+Trains (or loads the cached) reference model, exports it to float32 TFLite, evaluates both on
+the test set, then quantization-aware fine-tunes it (kslim.quantize), exports the int8 TFLite
+file and evaluates that, and prints the results table. --stages picks other sequences.
 """
 
 from absl import app, flags, logging
@@ -9,7 +10,7 @@ from absl import app, flags, logging
 from kslim import pipeline
 from kslim.cli._common import quiet_tensorflow
 
-DEFAULT_STAGES = ("baseline", "export_float32", "evaluate")
+DEFAULT_STAGES = ("baseline", "export_float32", "evaluate", "qat", "export_int8", "evaluate")
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Folder for the cache, TFLite files and "
                                "results.json.")
@@ -17,6 +18,8 @@ _MODEL = flags.DEFINE_enum("model", "reference_cnn", ["reference_cnn", "mini_mob
                            "Reference model to train.")
 _STAGES = flags.DEFINE_list("stages", list(DEFAULT_STAGES), "Stages to run, in order.")
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Baseline training epochs.", lower_bound=1)
+_QAT_EPOCHS = flags.DEFINE_integer("qat_epochs", 1, "Quantization-aware fine-tuning epochs.",
+                                   lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Training seed.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", None, "Train on the first N images "
                                        "only (default: all 60,000).", lower_bound=1)
@@ -43,7 +46,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   quiet_tensorflow()
   settings = pipeline.Settings(
-      model=_MODEL.value, epochs=_EPOCHS.value, seed=_SEED.value,
+      model=_MODEL.value, epochs=_EPOCHS.value, qat_epochs=_QAT_EPOCHS.value, seed=_SEED.value,
       train_examples=_TRAIN_EXAMPLES.value, test_examples=_TEST_EXAMPLES.value,
       threads=tuple(int(t) for t in _THREADS.value), latency_runs=_LATENCY_RUNS.value)
   ctx = pipeline.run(_STAGES.value, settings, _WORKDIR.value)

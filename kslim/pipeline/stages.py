@@ -15,8 +15,10 @@ from absl import logging
 from kslim import datasets, models
 from kslim._keras import keras
 from kslim.conversion import convert
+from kslim.quantization import QuantConfig
+from kslim.quantization import quantize
 from kslim.profiling import profile
-from kslim.training import accuracy, fit_classifier
+from kslim.training import accuracy, finetune_schedule, fit_classifier
 from tflite_tools.benchmark_lib import measure_latency
 from tflite_tools.runner import TFLiteRunner
 
@@ -37,6 +39,9 @@ class Settings:
     test_examples: evaluate on the first N test images (None: all 10,000).
     threads: thread counts at which TFLite latency is measured.
     latency_runs: timed runs per latency measurement.
+    qat_epochs: quantization-aware fine-tuning epochs (stage ``qat``).
+    qat_learning_rate: peak learning rate of the QAT fine-tune (cosine decay to 0).
+    quant_config: the `kslim.QuantConfig` fields for stage ``qat``, as a dict.
   """
   model: str = "reference_cnn"
   epochs: int = 5
@@ -47,6 +52,9 @@ class Settings:
   test_examples: Optional[int] = None
   threads: tuple = (1, 2)
   latency_runs: int = 100
+  qat_epochs: int = 1
+  qat_learning_rate: float = 2e-4
+  quant_config: dict = dataclasses.field(default_factory=dict)
 
   def baseline_key(self):
     """Names the cached baseline: everything that changes its trained weights."""
@@ -141,6 +149,32 @@ def _export_float32(ctx):
   _require_model(ctx, "export_float32")
   ctx.tflite_path = ctx.workdir / f"{ctx.model.name}_float32.tflite"
   convert(ctx.model, "float32", output_path=ctx.tflite_path)
+
+
+@register_stage("qat")
+def _qat(ctx):
+  """Quantizes the current model (kslim.quantize) and fine-tunes it for `qat_epochs`."""
+  _require_model(ctx, "qat")
+  s = ctx.settings
+  (x_train, y_train), _ = ctx.data
+  ctx.model = quantize(ctx.model, QuantConfig(**s.quant_config))
+  schedule = finetune_schedule(s.qat_learning_rate, s.qat_epochs, len(x_train), s.batch_size)
+  logging.info("qat: fine-tuning for %d epoch(s)", s.qat_epochs)
+  history = fit_classifier(ctx.model, x_train, y_train, s.qat_epochs, s.batch_size, schedule,
+                           s.seed)
+  ctx.history["qat"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+  ctx.tflite_path = None
+
+
+@register_stage("export_int8")
+def _export_int8(ctx):
+  """Writes the current (QAT) model as an int8 TFLite file and logs the conversion report."""
+  _require_model(ctx, "export_int8")
+  ctx.tflite_path = ctx.workdir / f"{ctx.model.name}_int8.tflite"
+  _, (x_test, _) = ctx.data
+  content = convert(ctx.model, "int8", output_path=ctx.tflite_path,
+                    representative_data=x_test[:256], report=True)
+  logging.info("export_int8:\n%s", content.report)
 
 
 @register_stage("evaluate")

@@ -33,7 +33,7 @@ class ConvertTest(parameterized.TestCase):
 
   def test_unknown_mode(self):
     with self.assertRaisesRegex(ValueError, r"unknown conversion mode 'int4'; choose one of "
-                                r"\['float32', 'float16', 'dynamic'\]"):
+                                r"\['float32', 'float16', 'dynamic', 'int8'\]"):
       kslim.convert(self.model, "int4")
 
 

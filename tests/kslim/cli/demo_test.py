@@ -39,7 +39,8 @@ class DemoFlagsTest(absltest.TestCase):
 
   def test_defaults_are_the_demo(self):
     self._parse()
-    self.assertEqual(list(demo.DEFAULT_STAGES), ["baseline", "export_float32", "evaluate"])
+    self.assertEqual(list(demo.DEFAULT_STAGES), ["baseline", "export_float32", "evaluate", "qat",
+                                                 "export_int8", "evaluate"])
 
 
 class DemoBinaryTest(absltest.TestCase):
@@ -55,6 +56,7 @@ class DemoBinaryTest(absltest.TestCase):
         env=env, capture_output=True, text=True, timeout=300, check=False)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertRegex(proc.stdout, r"reference_cnn_float32\s+\d+\.\d\d%\s+\d+\.\d\d%\s+70,746")
+    self.assertRegex(proc.stdout, r"reference_cnn_int8\s+\d+\.\d\d%\s+\d+\.\d\d%")
     self.assertTrue((tmp / "run" / "results.json").exists())
 
 

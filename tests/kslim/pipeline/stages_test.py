@@ -64,6 +64,16 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(second.results[0].keras_accuracy, row.keras_accuracy)
     self.assertEqual(second.history, first.history)
 
+  def test_qat_then_int8_export(self):
+    workdir = pathlib.Path(self.create_tempdir().full_path)
+    ctx = pipeline.run(_DEMO + ["qat", "export_int8", "evaluate"], _SETTINGS, workdir)
+    float_row, int8_row = ctx.results
+    self.assertEqual(int8_row.stage, "reference_cnn_int8")
+    self.assertLen(ctx.history["qat"]["loss"], 1)
+    # The int8 file is about 4x smaller and computes what the fake-quant Keras model computes.
+    self.assertLess(int8_row.tflite_kb, 0.4 * float_row.tflite_kb)
+    self.assertAlmostEqual(int8_row.tflite_accuracy, int8_row.keras_accuracy, delta=2 / 96)
+
   def test_table_shows_every_column(self):
     result = pipeline.StageResult("m_float32", 0.9, 0.875, 1234, 56789, 12.5, {1: 0.25, 4: 0.1})
     table = pipeline.format_table([result])
