@@ -47,6 +47,7 @@ setuptools.setup(
         "console_scripts": [
             "kslim-demo=kslim.cli.demo:run",
             "kslim-profile=kslim.cli.profile:run",
+            "kslim-quantize=kslim.cli.quantize:run",
         ],
     },
     classifiers=[

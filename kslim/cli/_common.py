@@ -3,9 +3,16 @@
 import logging
 import os
 
+import numpy as np
 import tensorflow as tf
+from absl import app
 
-__all__ = ["quiet_tensorflow"]
+from kslim import datasets
+from kslim._keras import keras
+
+__all__ = ["quiet_tensorflow", "load_model", "load_dataset"]
+
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 _TF_PACKAGES = tuple(os.sep + name + os.sep for name in ("tensorflow", "tf_keras"))
 
@@ -26,3 +33,36 @@ def quiet_tensorflow():
   """
   tf.get_logger().setLevel(logging.WARNING)
   logging.getLogger("absl").addFilter(_DropTensorFlowInfo())
+
+
+def load_model(path, flag, custom_object_scope=None):
+  """Loads a saved tf_keras model, or raises a UsageError naming `flag` and the file."""
+  try:
+    if custom_object_scope is None:
+      return keras.models.load_model(path, compile=False)
+    with custom_object_scope():
+      return keras.models.load_model(path, compile=False)
+  except (OSError, ValueError) as e:
+    raise app.UsageError(f"--{flag}: cannot load {path!r}: {e}") from e
+
+
+def load_dataset(spec, flag="dataset"):
+  """``"fashion_mnist"`` or a .npz with x_train, y_train, x_test, y_test (float images).
+
+  Returns:
+    ((x_train, y_train), (x_test, y_test)); Fashion-MNIST images normalized to [0, 1].
+  """
+  if spec == "fashion_mnist":
+    (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
+    return ((datasets.normalize(x_train), y_train), (datasets.normalize(x_test), y_test))
+  if not spec.endswith(".npz") or not os.path.isfile(spec):
+    raise app.UsageError(f"--{flag}: expected 'fashion_mnist' or an existing .npz file, got "
+                         f"{spec!r}")
+  with np.load(spec) as data:
+    missing = [k for k in _NPZ_KEYS if k not in data]
+    if missing:
+      raise app.UsageError(f"--{flag}: {spec} lacks the arrays {missing}; it needs "
+                           f"{list(_NPZ_KEYS)}")
+    arrays = {k: data[k] for k in _NPZ_KEYS}
+  return ((arrays["x_train"].astype(np.float32), arrays["y_train"]),
+          (arrays["x_test"].astype(np.float32), arrays["y_test"]))

@@ -3,9 +3,8 @@
 from absl import app, flags
 
 from kslim import models
-from kslim._keras import keras
 from kslim.profiling import profile
-from kslim.cli._common import quiet_tensorflow
+from kslim.cli._common import load_model, quiet_tensorflow
 
 _MODEL = flags.DEFINE_string("model", None, "A saved tf_keras model (.keras, .h5 or SavedModel "
                              "folder).")
@@ -21,10 +20,7 @@ def main(argv):
   if _REFERENCE.value:
     model = models.get(_REFERENCE.value)
   else:
-    try:
-      model = keras.models.load_model(_MODEL.value, compile=False)
-    except (OSError, ValueError) as e:
-      raise app.UsageError(f"--model: cannot load {_MODEL.value!r}: {e}") from e
+    model = load_model(_MODEL.value, "model")
   print(profile(model))
 
 

@@ -1,0 +1,59 @@
+"""Tests for the kslim-quantize binary."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from absl.testing import absltest
+
+import kslim
+from kslim._keras import keras
+from tests import fake_fashion_mnist
+
+
+def _run(*args):
+  env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-m", "kslim.cli.quantize", *args], env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+class QuantizeBinaryTest(absltest.TestCase):
+
+  def test_fine_tunes_exports_and_prints_before_and_after(self):
+    tmp = self.create_tempdir().full_path
+    (x_train, y_train), (x_test, y_test) = fake_fashion_mnist.make_split(96, seed=0), \
+        fake_fashion_mnist.make_split(64, seed=1)
+    data = os.path.join(tmp, "data.npz")
+    np.savez(data, x_train=x_train[..., None] / 255.0, y_train=y_train,
+             x_test=x_test[..., None] / 255.0, y_test=y_test)
+    model_path = os.path.join(tmp, "float.keras")
+    kslim.models.reference_cnn().save(model_path)
+    tflite, qat_path = os.path.join(tmp, "out", "m.tflite"), os.path.join(tmp, "out", "m.keras")
+    proc = _run(f"--model={model_path}", f"--dataset={data}", "--epochs=1", "--batch_size=32",
+                "--weight_bits=4", "--activation_quantizer=pact", f"--output_tflite={tflite}",
+                f"--output_keras={qat_path}", "--report")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertRegex(proc.stdout, r"float32\s+\d+\.\d\d%\s+-\s+\d+\.\d")
+    self.assertRegex(proc.stdout, r"QAT w4a8\s+\d+\.\d\d%\s+\d+\.\d\d%\s+\d+\.\d")
+    self.assertIn("per-layer parity", proc.stdout)
+    self.assertEqual(open(tflite, "rb").read()[4:8], b"TFL3")
+    with kslim.quantization.scope():
+      loaded = keras.models.load_model(qat_path)
+    self.assertTrue(kslim.quantization.is_quantized(loaded))
+
+  def test_flag_errors_name_the_flag(self):
+    proc = _run("--reference=reference_cnn", "--output_tflite=out.bin")
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn("--output_tflite must end in .tflite", proc.stderr)
+    proc = _run("--reference=reference_cnn", "--output_tflite=o.tflite", "--weight_bits=9")
+    self.assertIn("weight_bits", proc.stderr)
+    bad = os.path.join(self.create_tempdir().full_path, "bad.npz")
+    np.savez(bad, x_train=np.zeros((2, 28, 28, 1)))
+    proc = _run("--reference=reference_cnn", "--output_tflite=o.tflite", f"--dataset={bad}")
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn("lacks the arrays ['y_train', 'x_test', 'y_test']", proc.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
