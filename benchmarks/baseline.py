@@ -8,11 +8,11 @@ benchmarks/results/baseline.json (the README's results table is generated from i
 Usage: .venv/bin/python benchmarks/baseline.py [--workdir=runs/bench] [--threads=1,2]
 """
 
-import json
 import pathlib
-import platform
 
 from absl import app, flags
+
+from _results import write_results
 
 from kslim import pipeline
 from kslim.cli._common import quiet_tensorflow

@@ -65,7 +65,8 @@ def check_num_bits(num_bits):
   return num_bits
 
 
-def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_channel=False):
+def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_channel=False,
+               clip=True):
   """Quantizes `x` to a `num_bits` uniform grid over [min, max] and back to float.
 
   Args:
@@ -75,6 +76,8 @@ def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_chan
     num_bits: 2 to 8.
     narrow_range: use ``2**bits - 1`` levels (drops the lowest), as TFLite's int8 weights do.
     per_channel: `min_value`/`max_value` hold one range per slice along the last axis.
+    clip: in an `int8_container`, clip to the b-bit range after quantizing; False where `x`
+      cannot exceed the range (weights quantized over their own abs max).
 
   Returns:
     A tensor like `x`, on the nudged grid described in the module docstring.
@@ -83,13 +86,13 @@ def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_chan
   op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if per_channel
         else tf.quantization.fake_quant_with_min_max_vars)
   if num_bits < MAX_BITS and getattr(_state, "container", False):
+    # Quantize first, then clip: the op before stays directly followed by its fake-quant (so
+    # the converter quantizes it) and the clip runs as int8 MINIMUM/MAXIMUM on grid values.
     step = (max_value - min_value) / (2 ** num_bits - 1 - int(narrow_range))
-    x = tf.clip_by_value(x, min_value, max_value)
-    if narrow_range:
-      min_value, max_value = -127.0 * step, 127.0 * step
-    else:
-      max_value = min_value + 255.0 * step
-    num_bits = MAX_BITS
+    low, high = ((-127.0 * step, 127.0 * step) if narrow_range
+                 else (min_value, min_value + 255.0 * step))
+    y = op(x, low, high, num_bits=MAX_BITS, narrow_range=narrow_range)
+    return tf.clip_by_value(y, min_value, max_value) if clip else y
   return op(x, min_value, max_value, num_bits=num_bits, narrow_range=narrow_range)
 
 
@@ -99,14 +102,15 @@ def abs_max(x, per_channel=False):
   return tf.reduce_max(tf.abs(x), axis=axes)
 
 
-def symmetric_fake_quant(x, bound, num_bits=8, per_channel=False):
+def symmetric_fake_quant(x, bound, num_bits=8, per_channel=False, clip=True):
   """Fake-quantizes `x` on the symmetric narrow grid over [-bound, bound].
 
   The bound is a statistic of the data (abs max, a moving average of it), not a learned
   parameter, so no gradient flows into it; `x` gets the straight-through estimator.
   """
   bound = tf.maximum(tf.stop_gradient(bound), _MIN_BOUND)
-  return fake_quant(x, -bound, bound, num_bits, narrow_range=True, per_channel=per_channel)
+  return fake_quant(x, -bound, bound, num_bits, narrow_range=True, per_channel=per_channel,
+                    clip=clip)
 
 
 def pact(x, alpha, num_bits=8, signed=False):

@@ -91,7 +91,8 @@ class AbsMax(Quantizer):
 
   def __call__(self, inputs, training, weights, **kwargs):
     del training, weights, kwargs
-    return quant_ops.symmetric_fake_quant(inputs, quant_ops.abs_max(inputs), self.num_bits)
+    return quant_ops.symmetric_fake_quant(inputs, quant_ops.abs_max(inputs), self.num_bits,
+                                         clip=False)
 
 
 @_register
@@ -118,7 +119,8 @@ class ChannelWiseAbsMax(Quantizer):
     shape = inputs.shape
     flat = tf.reshape(inputs, shape[:-2] + [shape[-2] * shape[-1]]) if self.depthwise else inputs
     quantized = quant_ops.symmetric_fake_quant(
-        flat, quant_ops.abs_max(flat, per_channel=True), self.num_bits, per_channel=True)
+        flat, quant_ops.abs_max(flat, per_channel=True), self.num_bits, per_channel=True,
+        clip=False)
     return tf.reshape(quantized, shape) if self.depthwise else quantized
 
   def get_config(self):

@@ -1,18 +1,15 @@
 """Tests for the kslim-profile binary."""
 
 import os
-import subprocess
-import sys
 
 from absl.testing import absltest
 
 from kslim import models
+from tests.binaries import run_binary
 
 
 def _run(*args):
-  env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, "-m", "kslim.cli.profile", *args], env=env,
-                        capture_output=True, text=True, timeout=120, check=False)
+  return run_binary("kslim.cli.profile", *args, timeout=120)
 
 
 class ProfileBinaryTest(absltest.TestCase):

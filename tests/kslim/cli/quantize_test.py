@@ -1,8 +1,6 @@
 """Tests for the kslim-quantize binary."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 from absl.testing import absltest
@@ -10,12 +8,11 @@ from absl.testing import absltest
 import kslim
 from kslim._keras import keras
 from tests import fake_fashion_mnist
+from tests.binaries import run_binary
 
 
 def _run(*args):
-  env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, "-m", "kslim.cli.quantize", *args], env=env,
-                        capture_output=True, text=True, timeout=300, check=False)
+  return run_binary("kslim.cli.quantize", *args, timeout=300)
 
 
 class QuantizeBinaryTest(absltest.TestCase):

@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import unittest
 import warnings
 
 import numpy as np
@@ -169,18 +170,25 @@ class TrainingAndExportTest(parameterized.TestCase):
 
 class LowBitTest(absltest.TestCase):
 
+  # Known bug: with 4-bit activations the converter leaves convs followed by a fused ReLU in
+  # float (the clip that keeps values on the 4-bit levels separates them from their range).
+  @unittest.expectedFailure
   def test_4_bit_pact_exports_values_on_the_4_bit_grid(self):
     qat, x = _trained_qat(kslim.QuantConfig(weight_bits=4, activation_bits=4,
                                             activation_quantizer="pact"), epochs=2)
     content = kslim.convert(qat, "int8", report=True, representative_data=x[:64])
+    self.assertNotIn("CONV_2D", content.report.float_ops)
     runner = runner_lib.TFLiteRunner(content, preserve_all_tensors=True)
     runner.predict(x[:64], batch_size=64)
     relu = qat.get_layer("relu_quant")
+    matched = 0
     for detail, values in runner.intermediates():
       if abs(detail["quantization"][0] / relu.scale() - 1) < 1e-4:
+        matched += 1
         levels = np.round(values / relu.scale())
         self.assertLessEqual(levels.max(), 15)
         self.assertGreaterEqual(levels.min(), 0)
+    self.assertGreater(matched, 0)
     keras_logits = qat.predict(x[:64], verbose=0)
     agreement = (runner_lib.TFLiteRunner(content).predict(x[:64]).argmax(1)
                  == keras_logits.argmax(1)).mean()

@@ -1,0 +1,21 @@
+"""Writes a benchmark's JSON in the one format benchmarks/readme_table.py renders."""
+
+import json
+import pathlib
+import platform
+
+__all__ = ["write_results"]
+
+
+def write_results(path, benchmark, recipe, rows):
+  """Writes ``{"benchmark", "machine", "recipe", "results": rows}`` to `path`; prints where."""
+  out = pathlib.Path(path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps({
+      "benchmark": benchmark,
+      "machine": {"processor": platform.processor() or platform.machine(),
+                  "python": platform.python_version()},
+      "recipe": recipe,
+      "results": rows,
+  }, indent=2) + "\n")
+  print(f"wrote {out}")
