@@ -44,14 +44,14 @@ def ops(model):
           for op in interpreter._get_ops_details()]  # pylint: disable=protected-access
 
 
-def ops_by_dtype(model):
-  """``{dtype: {op name: count}}`` for the ops of `model`."""
+def ops_by_dtype(model_ops):
+  """``{dtype: {op name: count}}`` for `model_ops` (from `ops`)."""
   table = collections.defaultdict(collections.Counter)
-  for op in ops(model):
+  for op in model_ops:
     table[op.dtype][op.name] += 1
   return {dtype: dict(counts) for dtype, counts in sorted(table.items())}
 
 
-def float_ops(model):
-  """The ops of `model` that compute in float32 (QUANTIZE/DEQUANTIZE excluded)."""
-  return [op for op in ops(model) if op.dtype == "float32" and op.name not in _CONVERSIONS]
+def float_ops(model_ops):
+  """The ops of `model_ops` (from `ops`) computing in float32 (QUANTIZE/DEQUANTIZE excluded)."""
+  return [op for op in model_ops if op.dtype == "float32" and op.name not in _CONVERSIONS]

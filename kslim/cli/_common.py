@@ -35,13 +35,10 @@ def quiet_tensorflow():
   logging.getLogger("absl").addFilter(_DropTensorFlowInfo())
 
 
-def load_model(path, flag, custom_object_scope=None):
+def load_model(path, flag):
   """Loads a saved tf_keras model, or raises a UsageError naming `flag` and the file."""
   try:
-    if custom_object_scope is None:
-      return keras.models.load_model(path, compile=False)
-    with custom_object_scope():
-      return keras.models.load_model(path, compile=False)
+    return keras.models.load_model(path, compile=False)
   except (OSError, ValueError) as e:
     raise app.UsageError(f"--{flag}: cannot load {path!r}: {e}") from e
 

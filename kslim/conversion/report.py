@@ -53,5 +53,6 @@ def build_report(mode, content, qat_model=None, parity_inputs=None):
   parity = None
   if qat_model is not None and parity_inputs is not None:
     parity = tuple(parity_lib.parity(qat_model, content, parity_inputs))
-  return ConversionReport(mode, len(content), analyze.ops_by_dtype(content),
-                          tuple(op.name for op in analyze.float_ops(content)), parity)
+  model_ops = analyze.ops(content)
+  return ConversionReport(mode, len(content), analyze.ops_by_dtype(model_ops),
+                          tuple(op.name for op in analyze.float_ops(model_ops)), parity)

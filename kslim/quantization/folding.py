@@ -103,7 +103,8 @@ def split_activations(graph):
   """Moves a built-in activation TFLite cannot fuse (anything but ReLU/ReLU6) into its own layer."""
   for op in list(graph.ops):
     layer = op.layer
-    if registry.rule_for(layer) is None or registry.rule_for(layer).kind is not registry.Kind.WEIGHTED:
+    rule = registry.rule_for(layer)
+    if rule is None or rule.kind is not registry.Kind.WEIGHTED:
       continue
     name = registry.activation_name(layer)
     if name in (None, "linear") or name in registry.FUSABLE_ACTIVATIONS:

@@ -160,8 +160,9 @@ def _is_float(ref):
 def _insert_activation_quantizers(graph, rules, config):
   """Adds an `ActivationQuantize` op after every tensor the int8 model stores."""
   groups = _Groups()
-  consumers = {}
+  consumers, producers = {}, {}
   for op in graph.ops:
+    producers.update((ref.id, op) for ref in op.output_refs)
     for ref in op.inputs:
       consumers.setdefault(ref.id, []).append(op)
     rule = rules[op]
@@ -198,10 +199,9 @@ def _insert_activation_quantizers(graph, rules, config):
   def quantizer_layer(ref, name, class_name):
     root = groups.find(ref)
     if root not in layers:
-      fixed = [rules[graph.producer(r)].fixed_range for r in members[root]
-               if graph.producer(r) is not None
-               and rules[graph.producer(r)] is not None
-               and rules[graph.producer(r)].kind is _Kind.FIXED]
+      member_rules = [rules.get(producers.get(r.id)) for r in members[root]]
+      fixed = [rule.fixed_range for rule in member_rules
+               if rule is not None and rule.kind is _Kind.FIXED]
       settings = config.for_layer(name, class_name)
       if fixed:
         quantizer = quantizers_lib.FixedRange(settings.activation_bits, *fixed[0])

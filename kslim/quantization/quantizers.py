@@ -34,7 +34,7 @@ import tensorflow_model_optimization as tfmot
 from kslim._keras import keras
 from kslim.quantization import quant_ops
 
-__all__ = ["Role", "Quantizer", "AbsMax", "ChannelWiseAbsMax", "RunningAbsMax",
+__all__ = ["Role", "ConfigEquality", "Quantizer", "AbsMax", "ChannelWiseAbsMax", "RunningAbsMax",
            "MovingAverageAbsMax", "PACT", "FixedRange", "get", "names"]
 
 _register = keras.utils.register_keras_serializable(package="kslim")
@@ -46,7 +46,17 @@ class Role(str, enum.Enum):
   ACTIVATIONS = "activations"
 
 
-class Quantizer(tfmot.quantization.keras.quantizers.Quantizer):
+class ConfigEquality:
+  """Mixin: two objects are equal when they are of one type with equal `get_config()`."""
+
+  def __eq__(self, other):
+    return type(self) is type(other) and self.get_config() == other.get_config()
+
+  def __ne__(self, other):
+    return not self == other
+
+
+class Quantizer(ConfigEquality, tfmot.quantization.keras.quantizers.Quantizer):
   """Base class: bit width, config round trip and equality derived from the config.
 
   Args:
@@ -64,16 +74,6 @@ class Quantizer(tfmot.quantization.keras.quantizers.Quantizer):
 
   def get_config(self):
     return {"num_bits": self.num_bits}
-
-  @classmethod
-  def from_config(cls, config):
-    return cls(**config)
-
-  def __eq__(self, other):
-    return type(self) is type(other) and self.get_config() == other.get_config()
-
-  def __ne__(self, other):
-    return not self == other
 
   def __hash__(self):
     return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from kslim._keras import keras
+from kslim.quantization import quantizers
 
 __all__ = ["WeightQuantizeConfig", "ActivationQuantize", "QuantizeWrapper"]
 
@@ -36,7 +37,7 @@ class QuantizeWrapper(tfmot.quantization.keras.QuantizeWrapperV2):
 
 
 @_register
-class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+class WeightQuantizeConfig(quantizers.ConfigEquality, tfmot.quantization.keras.QuantizeConfig):
   """Quantizes the named kernel attributes of a layer with one weight quantizer.
 
   Output ranges are not handled here but by `ActivationQuantize` layers, so the same config
@@ -74,12 +75,6 @@ class WeightQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
   @classmethod
   def from_config(cls, config):
     return cls(config["weight_attrs"], keras.utils.deserialize_keras_object(config["quantizer"]))
-
-  def __eq__(self, other):
-    return type(self) is type(other) and self.get_config() == other.get_config()
-
-  def __ne__(self, other):
-    return not self == other
 
 
 @_register
