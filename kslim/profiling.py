@@ -7,6 +7,8 @@ convolutions and dense layers count; bias, batch norm, activations and pooling a
 import dataclasses
 import math
 
+import tensorflow_model_optimization as tfmot
+
 from kslim._keras import call_sites, check_model, keras
 from kslim._table import format_table
 
@@ -62,6 +64,8 @@ _MAC_RULES = {
 
 
 def _mac_rule(layer):
+  if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+    layer = layer.layer  # fake-quantizes the inner layer's weights; the arithmetic is the same
   for cls in type(layer).__mro__:
     if cls in _MAC_RULES:
       return _MAC_RULES[cls]
@@ -134,8 +138,9 @@ def _walk(model, prefix, repeat, rows, seen):
     rule = _mac_rule(layer)
     macs = 0
     if rule is not None:
+      counted = getattr(layer, "layer", layer)  # a QuantizeWrapper's inner layer holds the kernel
       macs = repeat * sum(
-          rule(layer, layer.get_input_shape_at(i), layer.get_output_shape_at(i)) for i in sites)
+          rule(counted, layer.get_input_shape_at(i), layer.get_output_shape_at(i)) for i in sites)
     # A layer shared by several call sites owns its weights once.
     params = 0 if id(layer) in seen else layer.count_params()
     seen.add(id(layer))

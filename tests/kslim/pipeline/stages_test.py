@@ -72,6 +72,7 @@ class PipelineTest(absltest.TestCase):
     self.assertLen(ctx.history["qat"]["loss"], 1)
     # The int8 file is about 4x smaller and computes what the fake-quant Keras model computes.
     self.assertLess(int8_row.tflite_kb, 0.4 * float_row.tflite_kb)
+    self.assertEqual(int8_row.macs, float_row.macs)
     self.assertAlmostEqual(int8_row.tflite_accuracy, int8_row.keras_accuracy, delta=2 / 96)
 
   def test_table_shows_every_column(self):
