@@ -11,6 +11,7 @@ import tensorflow_model_optimization as tfmot
 
 from kslim._keras import call_sites, check_model, keras
 from kslim._table import format_table
+from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
 __all__ = ["LayerProfile", "Profile", "profile"]
 
@@ -64,7 +65,7 @@ _MAC_RULES = {
 
 
 def _mac_rule(layer):
-  if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+  if isinstance(layer, (tfmot.quantization.keras.QuantizeWrapper, FoldedBatchNorm)):
     layer = layer.layer  # fake-quantizes the inner layer's weights; the arithmetic is the same
   for cls in type(layer).__mro__:
     if cls in _MAC_RULES:

@@ -5,14 +5,24 @@ import enum
 
 from kslim.quantization import quant_ops
 from kslim.quantization import quantizers as quantizers_lib
+from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
-__all__ = ["QuantConfig", "LayerOverride", "Unsupported"]
+__all__ = ["QuantConfig", "LayerOverride", "Unsupported", "BatchNorm", "class_name_of"]
 
 
 class Unsupported(str, enum.Enum):
   """What kslim.quantize does with a layer it has no quantization rule for."""
   FLOAT = "float"  # keep its weights float, warn once listing every such layer
   ERROR = "error"  # raise, naming the layer and its type
+
+
+class BatchNorm(str, enum.Enum):
+  """How kslim.quantize treats a BatchNormalization that follows a conv/dense layer.
+
+  TFLite folds it into that layer either way; the choice is what QAT trains.
+  """
+  TRAIN = "train"    # `FoldedBatchNorm`: quantize the folded kernel, keep batch statistics
+  FREEZE = "freeze"  # fold the moving statistics once; fine-tune without batch norm
 
 
 _QUANTIZER_FIELDS = ("weight_bits", "activation_bits", "weight_quantizer", "activation_quantizer")
@@ -45,6 +55,7 @@ class QuantConfig:
       A name match wins over a class-name match.
     skip: layer names or class names whose weights stay float.
     unsupported: ``"float"`` or ``"error"``, see `Unsupported`.
+    batch_norm: ``"train"`` or ``"freeze"``, see `BatchNorm`.
 
   Example:
     >>> config = QuantConfig(weight_bits=4, activation_quantizer="pact",
@@ -61,6 +72,7 @@ class QuantConfig:
   overrides: dict = dataclasses.field(default_factory=dict)
   skip: tuple = ()
   unsupported: str = "float"
+  batch_norm: str = "train"
 
   def __post_init__(self):
     _validate(self, allow_none=False)
@@ -72,18 +84,19 @@ class QuantConfig:
     object.__setattr__(self, "overrides", overrides)
     skip = (self.skip,) if isinstance(self.skip, str) else tuple(self.skip)
     object.__setattr__(self, "skip", skip)
-    try:
-      object.__setattr__(self, "unsupported", Unsupported(self.unsupported).value)
-    except ValueError:
-      raise ValueError(f"QuantConfig.unsupported must be one of "
-                       f"{[u.value for u in Unsupported]}, got {self.unsupported!r}") from None
+    for field, choices in (("unsupported", Unsupported), ("batch_norm", BatchNorm)):
+      try:
+        object.__setattr__(self, field, choices(getattr(self, field)).value)
+      except ValueError:
+        raise ValueError(f"QuantConfig.{field} must be one of {[c.value for c in choices]}, "
+                         f"got {getattr(self, field)!r}") from None
     if not 0.0 <= self.moving_average_decay < 1.0:
       raise ValueError(f"QuantConfig.moving_average_decay must be in [0, 1), got "
                        f"{self.moving_average_decay!r}")
 
   def is_skipped(self, layer):
     """Whether `layer` (a Keras layer) is listed in `skip` by name or class name."""
-    return layer.name in self.skip or type(layer).__name__ in self.skip
+    return layer.name in self.skip or class_name_of(layer) in self.skip
 
   def for_layer(self, name, class_name):
     """The effective settings for a layer: a `LayerOverride` with every field filled in.
@@ -108,7 +121,7 @@ class QuantConfig:
       per_channel: whether TFLite can store per-channel ranges for it; if not,
         ``channel_wise_abs_max`` falls back to ``abs_max``.
     """
-    settings = self.for_layer(layer.name, type(layer).__name__)
+    settings = self.for_layer(layer.name, class_name_of(layer))
     name, kwargs = settings.weight_quantizer, {"num_bits": settings.weight_bits}
     if name == "channel_wise_abs_max" and not per_channel:
       name = "abs_max"
@@ -144,6 +157,12 @@ class QuantConfig:
   @classmethod
   def from_config(cls, config):
     return cls(**config)
+
+
+def class_name_of(layer):
+  """The class name `skip` and `overrides` match: a FoldedBatchNorm goes by the layer it wraps
+  (it also carries that layer's name)."""
+  return type(layer.layer if isinstance(layer, FoldedBatchNorm) else layer).__name__
 
 
 def _override(key, value):

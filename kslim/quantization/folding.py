@@ -14,12 +14,11 @@ import numpy as np
 from kslim import _graph
 from kslim._keras import keras
 from kslim.quantization import registry
+from kslim.quantization.folded_batch_norm import FOLDABLE
+from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
 __all__ = ["fold_batch_norm_weights", "split_separable_convs", "fold_batch_norms",
            "split_activations", "canonicalize"]
-
-_FOLDABLE = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-             keras.layers.Dense)
 
 
 def fold_batch_norm_weights(kernel, bias, gamma, beta, mean, variance, epsilon,
@@ -74,8 +73,15 @@ def split_separable_convs(graph):
                          _graph.Op(pointwise, (middle,), {}, op.outputs)])
 
 
-def fold_batch_norms(graph):
-  """Folds every BatchNormalization that only follows a linear conv/dense into it."""
+def fold_batch_norms(graph, keep_training=None):
+  """Folds every BatchNormalization that only follows a linear conv/dense into it.
+
+  Args:
+    graph: the `_graph.Graph`, rewritten in place.
+    keep_training: optional predicate on the conv/dense layer. Where it holds, the pair becomes
+      a `FoldedBatchNorm` that goes on normalizing with batch statistics in training; elsewhere
+      the moving statistics are folded into the kernel and bias once.
+  """
   for bn_op in list(graph.ops):
     bn = bn_op.layer
     if not isinstance(bn, keras.layers.BatchNormalization) or graph.calls_of(bn) != 1:
@@ -84,17 +90,28 @@ def fold_batch_norms(graph):
     if source is None or not _foldable(graph, source, bn_op, bn):
       continue
     layer = source.layer
-    config = layer.get_config()
-    config.update(use_bias=True)
-    folded = type(layer).from_config(config)
     weights = graph.initial_weights.pop(layer)
     bn_weights = list(graph.initial_weights.pop(bn))  # [gamma] [beta] mean variance
     gamma = bn_weights.pop(0) if bn.scale else None
     beta = bn_weights.pop(0) if bn.center else None
-    kernel, bias = fold_batch_norm_weights(
-        weights[0], weights[1] if layer.use_bias else None, gamma, beta, *bn_weights,
-        bn.epsilon, depthwise=isinstance(layer, keras.layers.DepthwiseConv2D))
-    graph.initial_weights[folded] = [kernel, bias]
+    mean, variance = bn_weights
+    bias = weights[1] if layer.use_bias else None
+    config = layer.get_config()
+    if keep_training is not None and keep_training(layer):
+      config.update(use_bias=False)
+      folded = FoldedBatchNorm(type(layer).from_config(config), bn.epsilon, bn.momentum,
+                               name=layer.name)
+      folded.layer._name = f"{layer.name}_linear"  # pylint: disable=protected-access
+      graph.initial_weights[folded] = [
+          weights[0], np.ones_like(mean) if gamma is None else gamma,
+          np.zeros_like(mean) if beta is None else beta,
+          mean if bias is None else mean - bias, variance]
+    else:
+      config.update(use_bias=True)
+      folded = type(layer).from_config(config)
+      graph.initial_weights[folded] = list(fold_batch_norm_weights(
+          weights[0], bias, gamma, beta, mean, variance, bn.epsilon,
+          depthwise=isinstance(layer, keras.layers.DepthwiseConv2D)))
     graph.replace([source, bn_op], [_graph.Op(folded, source.args, source.kwargs,
                                               bn_op.outputs)])
 
@@ -120,10 +137,10 @@ def split_activations(graph):
                          _graph.Op(activation, (middle,), {}, op.outputs)])
 
 
-def canonicalize(graph):
-  """All rewrites, in the order the converter would apply them."""
+def canonicalize(graph, keep_training=None):
+  """All rewrites, in the order the converter would apply them (see `fold_batch_norms`)."""
   split_separable_convs(graph)
-  fold_batch_norms(graph)
+  fold_batch_norms(graph, keep_training)
   split_activations(graph)
 
 
@@ -131,7 +148,7 @@ def _foldable(graph, source, bn_op, bn):
   layer = source.layer
   axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
   rank = len(bn_op.inputs[0].shape)
-  return (isinstance(layer, _FOLDABLE) and graph.calls_of(layer) == 1
+  return (isinstance(layer, FOLDABLE) and graph.calls_of(layer) == 1
           and registry.activation_name(layer) == "linear"
           and axis is not None and axis % rank == rank - 1
           and len(graph.consumers(bn_op.inputs[0])) == 1

@@ -22,7 +22,10 @@ from kslim.quantization import quantizers as quantizers_lib
 from kslim.quantization import registry
 from kslim.quantization import wrapper
 from kslim.quantization.config import QuantConfig
+from kslim.quantization.config import BatchNorm
 from kslim.quantization.config import Unsupported
+from kslim.quantization.config import class_name_of
+from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
 __all__ = ["quantize", "scope", "custom_objects", "activation_quantizers", "is_quantized"]
 
@@ -66,13 +69,18 @@ def quantize(model, config=None):
                     f"{type(config).__name__}")
   graph = _graph.Graph.from_model(model)
   graph.clone_layers()
-  folding.canonicalize(graph)
+  train_batch_norm = config.batch_norm == BatchNorm.TRAIN.value
+  folding.canonicalize(graph, lambda layer: train_batch_norm and not config.is_skipped(layer))
   rules = _rules(graph, config)
   _insert_activation_quantizers(graph, rules, config)
   for op in graph.ops:
     rule = rules.get(op)
-    if rule is not None and rule.kind is _Kind.WEIGHTED and not config.is_skipped(op.layer):
-      quantizer = config.weight_quantizer_for(op.layer, rule.depthwise, rule.per_channel)
+    if rule is None or rule.kind is not _Kind.WEIGHTED or config.is_skipped(op.layer):
+      continue
+    quantizer = config.weight_quantizer_for(op.layer, rule.depthwise, rule.per_channel)
+    if isinstance(op.layer, FoldedBatchNorm):
+      op.layer.quantizer = quantizer  # quantizes the folded kernel itself; not built yet
+    else:
       op.layer = wrapper.QuantizeWrapper(
           op.layer, wrapper.WeightQuantizeConfig(rule.weights, quantizer))
   return graph.build()
@@ -83,7 +91,8 @@ def custom_objects():
   objects = {cls.__name__: cls for cls in (
       quantizers_lib.AbsMax, quantizers_lib.ChannelWiseAbsMax, quantizers_lib.RunningAbsMax,
       quantizers_lib.MovingAverageAbsMax, quantizers_lib.PACT, quantizers_lib.FixedRange,
-      wrapper.WeightQuantizeConfig, wrapper.ActivationQuantize, wrapper.QuantizeWrapper)}
+      wrapper.WeightQuantizeConfig, wrapper.ActivationQuantize, wrapper.QuantizeWrapper,
+      FoldedBatchNorm)}
   return objects
 
 
@@ -188,7 +197,7 @@ def _insert_activation_quantizers(graph, rules, config):
   # Tensors that get a fake-quant op, with the layer (name, class) that names their range.
   applied = [(spec.ref, spec.name, "InputLayer") for spec in graph.inputs if _is_float(spec.ref)]
   for op in graph.ops:
-    applied += [(ref, op.layer.name, type(op.layer).__name__) for ref in op.output_refs
+    applied += [(ref, op.layer.name, class_name_of(op.layer)) for ref in op.output_refs
                 if needs_range(op, ref)]
   members = {}
   for ref, _, _ in applied:

@@ -19,6 +19,7 @@ import dataclasses
 import enum
 
 from kslim._keras import keras
+from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
 __all__ = ["Kind", "LayerRule", "rule_for", "FUSABLE_ACTIVATIONS", "NON_NEGATIVE_ACTIVATIONS"]
 
@@ -118,6 +119,8 @@ def activation_name(layer):
 
 def rule_for(layer):
   """The `LayerRule` for `layer`, or None when kslim has no rule for it."""
+  if isinstance(layer, FoldedBatchNorm):
+    return rule_for(layer.layer)  # the folded conv/dense, its kernel quantized after folding
   if isinstance(layer, _L.ReLU):
     return _ACT if activation_name(layer) else _COMPUTE
   if isinstance(layer, _L.Activation):

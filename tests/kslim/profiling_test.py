@@ -76,11 +76,13 @@ class ProfileTest(absltest.TestCase):
     self.assertEqual(p.total_params, models.reference_cnn().count_params())
 
   def test_quantized_model_counts_the_wrapped_layers(self):
-    # kslim.quantize folds BN and wraps each conv/dense; the arithmetic is unchanged.
+    # kslim.quantize folds BN into each conv (FoldedBatchNorm) and wraps the logits Dense
+    # (QuantizeWrapper); the arithmetic is unchanged.
     float_profile = kslim.profile(models.reference_cnn())
     qat_profile = kslim.profile(kslim.quantize(models.reference_cnn()))
     self.assertEqual(qat_profile.total_macs, float_profile.total_macs)
-    self.assertEqual(qat_profile["quant_block2_conv"].macs, 14 * 14 * 32 * 9 * 16)
+    self.assertEqual(qat_profile["block2_conv"].macs, 14 * 14 * 32 * 9 * 16)
+    self.assertEqual(qat_profile["quant_logits"].macs, 64 * 10)
 
   def test_table_lists_layers_and_totals(self):
     text = str(kslim.profile(models.reference_cnn()))

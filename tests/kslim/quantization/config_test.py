@@ -22,6 +22,8 @@ class QuantConfigTest(absltest.TestCase):
       QuantConfig(activation_quantizer="channel_wise_abs_max")
     with self.assertRaisesRegex(ValueError, "unsupported must be one of"):
       QuantConfig(unsupported="ignore")
+    with self.assertRaisesRegex(ValueError, r"batch_norm must be one of \['train', 'freeze'\]"):
+      QuantConfig(batch_norm="fold")
     with self.assertRaisesRegex(ValueError, r"overrides\['conv'\] has unknown keys \['bits'\]"):
       QuantConfig(overrides={"conv": {"bits": 4}})
     with self.assertRaisesRegex(ValueError, "LayerOverride.activation_bits"):

@@ -6,6 +6,7 @@ from absl.testing import absltest
 from kslim import _graph
 from kslim._keras import keras
 from kslim.quantization import folding
+from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
 
 def _model():
@@ -53,6 +54,25 @@ class FoldingTest(absltest.TestCase):
     x = np.random.default_rng(1).normal(size=(4, 12, 12, 3)).astype(np.float32)
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
     self.assertLen(model.layers, 10)  # the original is untouched
+
+  def test_kept_training_batch_norms_compute_the_same_function_in_both_modes(self):
+    model = _model()
+    graph = _graph.Graph.from_model(model)
+    graph.clone_layers()
+    folding.canonicalize(graph, keep_training=lambda layer: layer.name != "fc")
+    rebuilt = graph.build()
+    kinds = {layer.name: type(layer) for layer in rebuilt.layers}
+    self.assertIs(kinds["conv"], FoldedBatchNorm)
+    self.assertIs(kinds["dw"], FoldedBatchNorm)  # its own bias went into the moving mean
+    self.assertIs(kinds["fc"], keras.layers.Dense)  # folded once, statically
+    x = np.random.default_rng(1).normal(size=(4, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+    # In training, conv and dw normalize with batch statistics as the BN layers do; fc's batch
+    # norm is folded, so compare up to it.
+    probe = lambda m: keras.Model(m.input, m.get_layer("sep_pointwise_swish" if m is rebuilt
+                                                       else "sep").output)
+    np.testing.assert_allclose(probe(rebuilt)(x, training=True).numpy(),
+                               probe(model)(x, training=True).numpy(), rtol=1e-3, atol=1e-4)
 
 
 if __name__ == "__main__":
