@@ -42,11 +42,12 @@ def int8_container():
 
   TFLite's kernels take int8 tensors only. A b-bit grid over [min, max] (step
   ``s = (max - min) / levels``) is exactly a subset of the 8-bit grid with the same step, so
-  `fake_quant` clips `x` to [min, max] (the b-bit range) and quantizes on the 8-bit grid of
-  step s: ``[-127 s, 127 s]`` for symmetric narrow ranges, ``[min, min + 255 s]`` otherwise
-  (kslim's ranges start at 0 then). The converted file then stores every tensor as int8
-  values restricted to the b-bit levels, the weights exactly, activations by an explicit
-  clip op (MINIMUM/MAXIMUM) before each requantization. kslim.convert enters this context.
+  `fake_quant` quantizes `x` on the 8-bit grid of step s (``[-127 s, 127 s]`` for symmetric
+  narrow ranges, ``[min, min + 255 s]`` otherwise; kslim's ranges start at 0 then), clips it
+  to [min, max] (the b-bit range) and quantizes again on the same grid. The first fake-quant
+  keeps the op before it quantized; the second quantizes the clip's output, so the clip runs
+  as int8 MINIMUM/MAXIMUM instead of leaving a float island. The converted file stores every
+  tensor as int8 values restricted to the b-bit levels. kslim.convert enters this context.
   """
   previous = getattr(_state, "container", False)
   _state.container = True
@@ -86,13 +87,15 @@ def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_chan
   op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if per_channel
         else tf.quantization.fake_quant_with_min_max_vars)
   if num_bits < MAX_BITS and getattr(_state, "container", False):
-    # Quantize first, then clip: the op before stays directly followed by its fake-quant (so
-    # the converter quantizes it) and the clip runs as int8 MINIMUM/MAXIMUM on grid values.
+    # Quantize, clip, quantize: both the op before and the clip are followed by a fake-quant.
     step = (max_value - min_value) / (2 ** num_bits - 1 - int(narrow_range))
     low, high = ((-127.0 * step, 127.0 * step) if narrow_range
                  else (min_value, min_value + 255.0 * step))
     y = op(x, low, high, num_bits=MAX_BITS, narrow_range=narrow_range)
-    return tf.clip_by_value(y, min_value, max_value) if clip else y
+    if not clip:
+      return y
+    return op(tf.clip_by_value(y, min_value, max_value), low, high, num_bits=MAX_BITS,
+              narrow_range=narrow_range)
   return op(x, min_value, max_value, num_bits=num_bits, narrow_range=narrow_range)
 
 
