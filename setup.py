@@ -45,6 +45,7 @@ setuptools.setup(
     },
     entry_points={
         "console_scripts": [
+            "kslim-convert=kslim.cli.convert:run",
             "kslim-demo=kslim.cli.demo:run",
             "kslim-profile=kslim.cli.profile:run",
             "kslim-quantize=kslim.cli.quantize:run",

@@ -7,8 +7,9 @@ import platform
 __all__ = ["write_results"]
 
 
-def write_results(path, benchmark, recipe, rows):
-  """Writes ``{"benchmark", "machine", "recipe", "results": rows}`` to `path`; prints where."""
+def write_results(path, benchmark, recipe, rows, **extra):
+  """Writes ``{"benchmark", "machine", "recipe", "results": rows, **extra}`` to `path`; prints
+  where. README tables render the ``results`` rows only."""
   out = pathlib.Path(path)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({
@@ -17,5 +18,6 @@ def write_results(path, benchmark, recipe, rows):
                   "python": platform.python_version()},
       "recipe": recipe,
       "results": rows,
+      **extra,
   }, indent=2) + "\n")
   print(f"wrote {out}")

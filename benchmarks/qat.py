@@ -37,7 +37,8 @@ from tflite_tools.runner import TFLiteRunner
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Cache and TFLite files.")
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/results/qat.json", "JSON results.")
-_MODELS = flags.DEFINE_list("models", sorted(REFERENCE_MODELS), "Reference models.")
+_MODELS = flags.DEFINE_list("models", ["reference_cnn", "mini_mobilenet_v2"],
+                            f"Reference models, of {sorted(REFERENCE_MODELS)}.")
 _EXTRA_EPOCHS = flags.DEFINE_integer("extra_epochs", 1, "Fine-tuning epochs per variant.",
                                      lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 2e-4, "Peak fine-tuning learning rate.")

@@ -23,6 +23,7 @@ _EXPORTS = {
     "pipeline": ("kslim.pipeline", None),
     "quantization": ("kslim.quantization", None),
     "quantize": ("kslim.quantization", "quantize"),
+    "quantize_embeddings": ("kslim.conversion", "quantize_embeddings"),
 }
 
 __all__ = ["__version__"] + sorted(_EXPORTS)

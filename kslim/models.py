@@ -1,12 +1,12 @@
 """Reference models used by kslim's tests, benchmarks and demo, defined once here.
 
-Both take Fashion-MNIST-shaped inputs by default and return logits (no softmax), which is what
+All take Fashion-MNIST-shaped inputs by default and return logits (no softmax), which is what
 distillation losses and TFLite comparisons want.
 """
 
 from kslim._keras import keras
 
-__all__ = ["REFERENCE_MODELS", "reference_cnn", "mini_mobilenet_v2", "get"]
+__all__ = ["REFERENCE_MODELS", "reference_cnn", "plain_cnn", "mini_mobilenet_v2", "get"]
 
 _layers = keras.layers
 
@@ -29,13 +29,34 @@ def reference_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0):
   Returns:
     A functional tf_keras model named ``reference_cnn``.
   """
+  return _five_layer_cnn(input_shape, num_classes, width, True, "reference_cnn")
+
+
+def plain_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0):
+  """`reference_cnn` without batch normalization (Conv with bias, then ReLU).
+
+  Nothing keeps its activations normalized, so their ranges are wide and long-tailed: the
+  model on which post-training calibrators differ most from TFLite's min/max.
+
+  Returns:
+    A functional tf_keras model named ``plain_cnn``.
+  """
+  return _five_layer_cnn(input_shape, num_classes, width, False, "plain_cnn")
+
+
+def _five_layer_cnn(input_shape, num_classes, width, batch_norm, name):
   inputs = keras.Input(input_shape, name="image")
   x = inputs
   for i, (filters, strides) in enumerate([(16, 1), (32, 2), (32, 1), (64, 2), (64, 1)]):
-    x = _conv_bn_relu(x, max(1, round(filters * width)), 3, strides, f"block{i + 1}")
+    filters, block = max(1, round(filters * width)), f"block{i + 1}"
+    if batch_norm:
+      x = _conv_bn_relu(x, filters, 3, strides, block)
+    else:
+      x = _layers.Conv2D(filters, 3, strides, padding="same", name=f"{block}_conv")(x)
+      x = _layers.ReLU(name=f"{block}_relu")(x)
   x = _layers.GlobalAveragePooling2D(name="pool")(x)
   outputs = _layers.Dense(num_classes, name="logits")(x)
-  return keras.Model(inputs, outputs, name="reference_cnn")
+  return keras.Model(inputs, outputs, name=name)
 
 
 def _inverted_residual(x, filters, strides, expansion, name):
@@ -97,6 +118,7 @@ def mini_mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, width=1.0):
 REFERENCE_MODELS = {
     "reference_cnn": reference_cnn,
     "mini_mobilenet_v2": mini_mobilenet_v2,
+    "plain_cnn": plain_cnn,
 }
 
 

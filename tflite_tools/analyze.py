@@ -16,11 +16,15 @@ _CONVERSIONS = ("QUANTIZE", "DEQUANTIZE")
 
 @dataclasses.dataclass(frozen=True)
 class OpInfo:
-  """One op of the model: its TFLite name, index, and the dtype of its main input/output."""
+  """One op of the model: its TFLite name, index, and the dtype of its main input/output.
+
+  `weight_dtypes` lists the dtypes of its constant inputs (kernels, biases, tables).
+  """
   index: int
   name: str
   input_dtype: str
   output_dtype: str
+  weight_dtypes: tuple = ()
 
   @property
   def dtype(self):
@@ -40,8 +44,17 @@ def ops(model):
     indices = [i for i in indices if i >= 0 and i in tensors]
     return np.dtype(tensors[indices[0]]["dtype"]).name if indices else "none"
 
-  return [OpInfo(op["index"], op["op_name"], dtype_of(op["inputs"]), dtype_of(op["outputs"]))
-          for op in interpreter._get_ops_details()]  # pylint: disable=protected-access
+  details = interpreter._get_ops_details()  # pylint: disable=protected-access
+  # Tensors computed at run time: op outputs and model inputs; the rest are constants.
+  computed = {i for op in details for i in op["outputs"]}
+  computed |= {t["index"] for t in interpreter.get_input_details()}
+
+  def constants(indices):
+    return tuple(dtype_of([i]) for i in indices if i >= 0 and i not in computed)
+
+  return [OpInfo(op["index"], op["op_name"], dtype_of(op["inputs"]), dtype_of(op["outputs"]),
+                 constants(op["inputs"]))
+          for op in details]
 
 
 def ops_by_dtype(model_ops):

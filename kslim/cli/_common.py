@@ -8,9 +8,10 @@ import tensorflow as tf
 from absl import app
 
 from kslim import datasets
+from kslim import models
 from kslim._keras import keras
 
-__all__ = ["quiet_tensorflow", "load_model", "load_dataset"]
+__all__ = ["start", "quiet_tensorflow", "input_model", "load_model", "load_dataset"]
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -33,6 +34,19 @@ def quiet_tensorflow():
   """
   tf.get_logger().setLevel(logging.WARNING)
   logging.getLogger("absl").addFilter(_DropTensorFlowInfo())
+
+
+def start(argv):
+  """What every binary's `main` does first: refuse stray arguments, quiet TensorFlow."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  quiet_tensorflow()
+
+
+def input_model(reference, path):
+  """The untrained reference model named `reference` if given, else the one saved at `path`
+  (the binaries' mutually exclusive ``--reference`` / ``--model`` flags)."""
+  return models.get(reference) if reference else load_model(path, "model")
 
 
 def load_model(path, flag):

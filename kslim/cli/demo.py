@@ -8,7 +8,7 @@ file and evaluates that, and prints the results table. --stages picks other sequ
 from absl import app, flags, logging
 
 from kslim import pipeline
-from kslim.cli._common import quiet_tensorflow
+from kslim.cli._common import start
 
 DEFAULT_STAGES = ("baseline", "export_float32", "evaluate", "qat", "export_int8", "evaluate")
 
@@ -42,9 +42,7 @@ def _positive_threads(values):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  quiet_tensorflow()
+  start(argv)
   settings = pipeline.Settings(
       model=_MODEL.value, epochs=_EPOCHS.value, qat_epochs=_QAT_EPOCHS.value, seed=_SEED.value,
       train_examples=_TRAIN_EXAMPLES.value, test_examples=_TEST_EXAMPLES.value,

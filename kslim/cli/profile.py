@@ -4,7 +4,7 @@ from absl import app, flags
 
 from kslim import models
 from kslim.profiling import profile
-from kslim.cli._common import load_model, quiet_tensorflow
+from kslim.cli._common import input_model, start
 
 _MODEL = flags.DEFINE_string("model", None, "A saved tf_keras model (.keras, .h5 or SavedModel "
                              "folder).")
@@ -14,13 +14,8 @@ flags.mark_flags_as_mutual_exclusive(["model", "reference"], required=True)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  quiet_tensorflow()
-  if _REFERENCE.value:
-    model = models.get(_REFERENCE.value)
-  else:
-    model = load_model(_MODEL.value, "model")
+  start(argv)
+  model = input_model(_REFERENCE.value, _MODEL.value)
   print(profile(model))
 
 

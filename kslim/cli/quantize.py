@@ -12,7 +12,7 @@ from absl import app, flags, logging
 
 from kslim import models
 from kslim._table import format_table
-from kslim.cli._common import load_dataset, load_model, quiet_tensorflow
+from kslim.cli._common import input_model, load_dataset, start
 from kslim.conversion import convert
 from kslim.quantization import QuantConfig, quantize, quantizers
 from kslim.training import accuracy, finetune_schedule, fit_classifier
@@ -59,10 +59,8 @@ def _keras_suffix(value):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  quiet_tensorflow()
-  model = models.get(_REFERENCE.value) if _REFERENCE.value else load_model(_MODEL.value, "model")
+  start(argv)
+  model = input_model(_REFERENCE.value, _MODEL.value)
   (x_train, y_train), (x_test, y_test) = load_dataset(_DATASET.value)
   float_acc = accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test)
   float_kb = len(convert(model, "float32")) / 1024
@@ -72,9 +70,9 @@ def main(argv):
   qat = quantize(model, config)
   schedule = finetune_schedule(_LEARNING_RATE.value, _EPOCHS.value, len(x_train),
                                _BATCH_SIZE.value)
-  start = time.perf_counter()
+  began = time.perf_counter()
   fit_classifier(qat, x_train, y_train, _EPOCHS.value, _BATCH_SIZE.value, schedule, _SEED.value)
-  logging.info("QAT fine-tuning took %.1f s", time.perf_counter() - start)
+  logging.info("QAT fine-tuning took %.1f s", time.perf_counter() - began)
   content = convert(qat, "int8", output_path=_OUTPUT_TFLITE.value, io_dtype=_IO_DTYPE.value,
                     representative_data=x_test[:256], report=_REPORT.value)
   if _OUTPUT_KERAS.value:

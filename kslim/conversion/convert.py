@@ -1,13 +1,16 @@
 """kslim.convert: a tf_keras model (float or QAT) to a TFLite flatbuffer with a report."""
 
-import enum
 import pathlib
 
 import numpy as np
 import tensorflow as tf
 
+from kslim._enum import Choice
 from kslim._keras import check_model
+from kslim.conversion import bias_correction as bias_correction_lib
+from kslim.conversion import calibration as calibration_lib
 from kslim.conversion import report as report_lib
+from kslim.conversion import representative_data as representative_data_lib
 from kslim.quantization import quant_ops
 from kslim.quantization.quantize import activation_quantizers
 from kslim.quantization.quantize import is_quantized
@@ -19,81 +22,111 @@ _EMPTY_RANGE = 1e-6
 _PARITY_EXAMPLES = 256
 
 
-class _Choice(str, enum.Enum):
-
-  @classmethod
-  def parse(cls, value, what):
-    """`value` as a member; a clear ValueError names the bad value and the allowed ones."""
-    try:
-      return cls(value)
-    except ValueError:
-      raise ValueError(f"unknown {what} {value!r}; choose one of "
-                       f"{[m.value for m in cls]}") from None
-
-
-class Mode(_Choice):
+class Mode(Choice):
   """TFLite conversion modes, named as TFLite's post-training quantization guide names them."""
   FLOAT32 = "float32"
   FLOAT16 = "float16"
   DYNAMIC = "dynamic"
   INT8 = "int8"
+  INT16X8 = "int16x8"
 
 
-class IoDtype(_Choice):
-  """The dtype of an int8 model's input and output tensors."""
+class IoDtype(Choice):
+  """The dtype of an integer model's input and output tensors."""
   INT8 = "int8"
+  INT16 = "int16"
   FLOAT32 = "float32"
 
 
-def convert(model, mode="float32", output_path=None, io_dtype="int8", representative_data=None,
-            report=False):
+_CALIBRATED = (Mode.INT8, Mode.INT16X8)
+_IO_DTYPES = {Mode.INT8: (IoDtype.INT8, IoDtype.FLOAT32),
+              Mode.INT16X8: (IoDtype.INT16, IoDtype.FLOAT32)}
+_TF_DTYPES = {IoDtype.INT8: tf.int8, IoDtype.INT16: tf.int16}
+
+
+def convert(model, mode="float32", representative_data=None, calibration="minmax",
+            num_samples=256, per_channel=True, bias_correction=False, io_dtype=None,
+            output_path=None, report=False, percentile=calibration_lib.DEFAULT_PERCENTILE):
   """Converts a tf_keras model to a TFLite flatbuffer.
 
   A model from `kslim.quantize` converts to int8 with the ranges it learned in training (no
-  calibration). A float model converts to int8 with TFLite's calibration over
-  `representative_data`.
+  calibration). A float model converts in any mode; the integer modes calibrate activation
+  ranges on `representative_data`, with TFLite's min/max or one of kslim's calibrators (see
+  `kslim.conversion.calibration`).
 
   Args:
     model: a tf_keras model.
     mode: ``"float32"`` (no quantization), ``"float16"`` (float16 weights), ``"dynamic"`` (int8
-      weights, activations quantized on the fly) or ``"int8"`` (integer weights and activations).
+      weights, activations quantized on the fly), ``"int8"`` (integer weights and
+      activations) or ``"int16x8"`` (int16 activations, int8 weights).
+    representative_data: input examples (a numpy array, a `tf.data.Dataset` or a generator):
+      calibration data for a float model's integer conversion; for a QAT model, the examples
+      of the parity report (default: random inputs in the input's quantization range).
+    calibration: ``"minmax"`` (TFLite's own), ``"percentile"``, ``"kl"`` or ``"mse"``.
+    num_samples: the most examples calibration uses.
+    per_channel: int8 kernels get one range per output channel (else one per kernel).
+    bias_correction: correct each layer's bias for the mean shift quantization causes
+      (`kslim.conversion.bias_correction`).
+    io_dtype: for the integer modes: the input/output tensors' dtype, the mode's integer type
+      (the default) or ``"float32"``.
     output_path: where to write the file as well, if given.
-    io_dtype: for ``"int8"``: the input/output tensors' dtype, ``"int8"`` or ``"float32"``.
-    representative_data: float inputs: calibration data for a float model's int8 conversion;
-      for a QAT model, the examples of the parity report (default: random inputs in the
-      input's quantization range).
-    report: add the per-layer Keras-vs-TFLite parity of a QAT model to the report.
+    report: add the per-layer Keras-vs-TFLite parity of a QAT or kslim-calibrated model to
+      the report.
+    percentile: p for ``calibration="percentile"``.
 
   Returns:
     A `TFLiteModel`: the flatbuffer bytes, with ``.report`` (a `ConversionReport`: size, ops by
-    dtype, ops left in float and, with `report`, per-layer parity).
+    dtype, ops left in float and why and, with `report`, per-layer parity).
 
   Raises:
-    TypeError: `model` is not a tf_keras model.
-    ValueError: an unknown mode or io_dtype; a QAT model converted to a float mode or with an
-      untrained activation range; int8 for a float model without representative data.
+    TypeError: `model` is not a tf_keras model; `representative_data` of the wrong kind.
+    ValueError: an unknown or inconsistent option; a QAT model converted to another mode than
+      int8 or with an untrained activation range; bad representative data.
   """
   check_model(model, "kslim.convert")
   mode = Mode.parse(mode, "conversion mode")
-  io_dtype = IoDtype.parse(io_dtype, "io_dtype")
+  calibration = calibration_lib.Calibration.parse(calibration, "calibration")
+  io_dtype = _io_dtype(mode, io_dtype)
+  own_calibration = (calibration is not calibration_lib.Calibration.MINMAX) or bias_correction
   qat = is_quantized(model)
   if qat and mode is not Mode.INT8:
     raise ValueError(f"kslim.convert: model {model.name!r} is a QAT model (kslim.quantize); "
                      f"convert it with mode='int8', not {mode.value!r}")
+  if qat and own_calibration:
+    raise ValueError("kslim.convert: a QAT model is converted with the ranges it learned; "
+                     "calibration and bias_correction apply to float models")
+  if own_calibration and mode is not Mode.INT8:
+    raise ValueError(f"kslim.convert: calibration={calibration.value!r} and bias_correction "
+                     f"apply to mode='int8'; {mode.value!r} uses TFLite's min/max calibration")
+  examples = None
+  if mode in _CALIBRATED and not qat:
+    examples = representative_data_lib.examples(
+        representative_data, _single_input(model).shape[1:], num_samples)
+  elif representative_data is not None and report and qat:
+    examples = representative_data_lib.examples(
+        representative_data, _single_input(model).shape[1:], _PARITY_EXAMPLES, min_samples=1)
+  if own_calibration:
+    model = calibration_lib.calibrate(model, examples, calibration, per_channel, percentile)
+    if bias_correction:
+      bias_correction_lib.correct_biases(model, examples)
+    qat = True
   converter = tf.lite.TFLiteConverter.from_keras_model(model)
   if mode is not Mode.FLOAT32:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode is Mode.FLOAT16:
     converter.target_spec.supported_types = [tf.float16]
-  if mode is Mode.INT8:
+  if mode in _CALIBRATED:
     if qat:
       _check_trained(model)
     else:
-      converter.representative_dataset = _calibration_data(model, representative_data)
-      converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if io_dtype is IoDtype.INT8:
-      converter.inference_input_type = tf.int8
-      converter.inference_output_type = tf.int8
+      converter.representative_dataset = lambda: ([example[None]] for example in examples)
+      converter.target_spec.supported_ops = [
+          tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode is Mode.INT8 else
+          tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+      converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    if io_dtype is not IoDtype.FLOAT32:
+      converter.inference_input_type = _TF_DTYPES[io_dtype]
+      converter.inference_output_type = _TF_DTYPES[io_dtype]
   with quant_ops.int8_container():  # sub-8-bit grids as int8 tensors (see its docstring)
     content = report_lib.TFLiteModel(converter.convert())
   if output_path is not None:
@@ -102,11 +135,25 @@ def convert(model, mode="float32", output_path=None, io_dtype="int8", representa
     path.write_bytes(content)
   parity_inputs = None
   if report and qat:
-    parity_inputs = (np.asarray(representative_data[:_PARITY_EXAMPLES], np.float32)
-                     if representative_data is not None else _random_inputs(model))
+    parity_inputs = (examples[:_PARITY_EXAMPLES] if examples is not None
+                     else _random_inputs(model))
   content.report = report_lib.build_report(mode.value, content, model if report else None,
                                            parity_inputs)
   return content
+
+
+def _io_dtype(mode, io_dtype):
+  if mode not in _CALIBRATED:
+    if io_dtype is not None:
+      raise ValueError(f"kslim.convert: io_dtype applies to the integer modes, not "
+                       f"{mode.value!r}")
+    return None
+  allowed = _IO_DTYPES[mode]
+  io_dtype = allowed[0] if io_dtype is None else IoDtype.parse(io_dtype, "io_dtype")
+  if io_dtype not in allowed:
+    raise ValueError(f"kslim.convert: io_dtype {io_dtype.value!r} does not fit mode "
+                     f"{mode.value!r}; choose one of {[d.value for d in allowed]}")
+  return io_dtype
 
 
 def _check_trained(model):
@@ -125,30 +172,12 @@ def _single_input(model):
   return model.inputs[0]
 
 
-def _calibration_data(model, data, samples=200):
-  """A representative_dataset generator over a numpy array, checked against the input."""
-  tensor = _single_input(model)
-  if data is None:
-    raise ValueError("kslim.convert: mode='int8' for a float model needs representative_data "
-                     "(a few hundred input examples) to calibrate activation ranges; or "
-                     "train it with kslim.quantize first")
-  data = np.asarray(data, np.float32)
-  expected = tuple(tensor.shape[1:])
-  if data.ndim != len(expected) + 1 or any(
-      e is not None and e != d for e, d in zip(expected, data.shape[1:])):
-    raise ValueError(f"kslim.convert: representative_data has shape {data.shape}; the model's "
-                     f"input {tensor.name!r} expects (N,) + {expected}")
-  if len(data) == 0:
-    raise ValueError("kslim.convert: representative_data is empty")
-
-  def generator():
-    for example in data[:samples]:
-      yield [example[None]]
-  return generator
-
-
 def _random_inputs(model, count=_PARITY_EXAMPLES, seed=0):
+  """Inputs uniform over the range the QAT model quantizes its input to."""
   tensor = _single_input(model)
-  low, high = activation_quantizers(model)[0].range()
+  low, high = next(
+      (layer.range() for layer in activation_quantizers(model)
+       for node in range(len(layer.inbound_nodes)) if layer.get_input_at(node) is tensor),
+      (-1.0, 1.0))  # an input left in float: any range
   shape = (count,) + tuple(tensor.shape[1:])
   return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)

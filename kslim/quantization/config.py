@@ -49,7 +49,8 @@ class QuantConfig:
     activation_bits: bits for activations, 2 to 8.
     weight_quantizer: ``"channel_wise_abs_max"`` or ``"abs_max"``.
     activation_quantizer: ``"moving_average_abs_max"``, ``"abs_max"`` or ``"pact"``.
-    moving_average_decay: EMA decay of ``moving_average_abs_max``.
+    moving_average_decay: EMA decay of ``moving_average_abs_max`` and
+      ``moving_average_min_max``.
     pact_decay: L2 coefficient on PACT's alpha.
     overrides: layer name or layer class name -> `LayerOverride` (or a dict of its fields).
       A name match wins over a class-name match.
@@ -141,7 +142,7 @@ class QuantConfig:
     if choice == "pact" and signed:
       choice = "moving_average_abs_max"
     kwargs = {"num_bits": settings.activation_bits, "signed": signed}
-    if choice == "moving_average_abs_max":
+    if choice in ("moving_average_abs_max", "moving_average_min_max"):
       kwargs["decay"] = self.moving_average_decay
     elif choice == "pact":
       kwargs["decay"] = self.pact_decay

@@ -26,7 +26,7 @@ import threading
 import tensorflow as tf
 
 __all__ = ["MIN_BITS", "MAX_BITS", "check_num_bits", "fake_quant", "abs_max",
-           "symmetric_fake_quant", "pact", "ema_update", "int8_container"]
+           "symmetric_fake_quant", "pact", "ema_update", "int8_container", "disabled"]
 
 MIN_BITS, MAX_BITS = 2, 8
 # Keeps a range away from zero width: an all-zero tensor would otherwise make scale 0.
@@ -37,6 +37,16 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
+def _setting(name):
+  """Sets the thread-local flag `name` for the duration of a `with` block."""
+  previous = getattr(_state, name, False)
+  setattr(_state, name, True)
+  try:
+    yield
+  finally:
+    setattr(_state, name, previous)
+
+
 def int8_container():
   """Within this context, grids below 8 bits are emitted as 8-bit grids TFLite can run.
 
@@ -49,12 +59,14 @@ def int8_container():
   as int8 MINIMUM/MAXIMUM instead of leaving a float island. The converted file stores every
   tensor as int8 values restricted to the b-bit levels. kslim.convert enters this context.
   """
-  previous = getattr(_state, "container", False)
-  _state.container = True
-  try:
-    yield
-  finally:
-    _state.container = previous
+  return _setting("container")
+
+
+def disabled():
+  """Within this context, `fake_quant` returns its input: a QAT model traced here computes the
+  float model it was made from (BatchNorm folded). Post-training calibration collects the
+  float activations at every quantization point this way."""
+  return _setting("disabled")
 
 
 def check_num_bits(num_bits):
@@ -84,6 +96,8 @@ def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_chan
     A tensor like `x`, on the nudged grid described in the module docstring.
   """
   check_num_bits(num_bits)
+  if getattr(_state, "disabled", False):
+    return tf.identity(x)
   op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if per_channel
         else tf.quantization.fake_quant_with_min_max_vars)
   if num_bits < MAX_BITS and getattr(_state, "container", False):

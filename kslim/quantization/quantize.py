@@ -90,7 +90,8 @@ def custom_objects():
   """Every class a saved kslim QAT model refers to, for `keras.models.load_model`."""
   objects = {cls.__name__: cls for cls in (
       quantizers_lib.AbsMax, quantizers_lib.ChannelWiseAbsMax, quantizers_lib.RunningAbsMax,
-      quantizers_lib.MovingAverageAbsMax, quantizers_lib.PACT, quantizers_lib.FixedRange,
+      quantizers_lib.MovingAverageAbsMax, quantizers_lib.MovingAverageMinMax,
+      quantizers_lib.PACT, quantizers_lib.FixedRange,
       wrapper.WeightQuantizeConfig, wrapper.ActivationQuantize, wrapper.QuantizeWrapper,
       FoldedBatchNorm)}
   return objects

@@ -17,6 +17,7 @@ name                        role         range
 ``channel_wise_abs_max``    weights      max |w| per output channel (`ChannelWiseAbsMax`)
 ``abs_max``                 activations  largest batch max |x| seen in training (`RunningAbsMax`)
 ``moving_average_abs_max``  activations  bias-corrected EMA of the batch max |x| (`MovingAverageAbsMax`)
+``moving_average_min_max``  activations  bias-corrected EMAs of the batch min and max (`MovingAverageMinMax`)
 ``pact``                    activations  learned clipping level alpha (`PACT`)
 ==========================  ===========  =========================================================
 
@@ -35,7 +36,7 @@ from kslim._keras import keras
 from kslim.quantization import quant_ops
 
 __all__ = ["Role", "ConfigEquality", "Quantizer", "AbsMax", "ChannelWiseAbsMax", "RunningAbsMax",
-           "MovingAverageAbsMax", "PACT", "FixedRange", "get", "names"]
+           "MovingAverageAbsMax", "MovingAverageMinMax", "PACT", "FixedRange", "get", "names"]
 
 _register = keras.utils.register_keras_serializable(package="kslim")
 
@@ -171,6 +172,12 @@ def _statistic(layer, name, initial=0.0):
                           trainable=False, aggregation=tf.VariableAggregation.MEAN)
 
 
+def _ema_decay(decay):
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+  return float(decay)
+
+
 @_register
 class RunningAbsMax(_ActivationQuantizer):
   """``abs_max`` for activations: the largest batch max |x| seen in training.
@@ -208,9 +215,7 @@ class MovingAverageAbsMax(_ActivationQuantizer):
 
   def __init__(self, num_bits=8, signed=True, decay=0.9):
     super().__init__(num_bits, signed)
-    if not 0.0 <= decay < 1.0:
-      raise ValueError(f"decay must be in [0, 1), got {decay!r}")
-    self.decay = float(decay)
+    self.decay = _ema_decay(decay)
 
   def build(self, tensor_shape, name, layer):
     return {"accum": _statistic(layer, f"{name}_accum"),
@@ -225,6 +230,61 @@ class MovingAverageAbsMax(_ActivationQuantizer):
 
   def _bound(self, weights):
     return tf.math.divide_no_nan(weights["accum"], weights["state"])
+
+  def get_config(self):
+    return {**super().get_config(), "decay": self.decay}
+
+
+@_register
+class MovingAverageMinMax(_ActivationQuantizer):
+  """``moving_average_min_max``: an asymmetric range ``[min, max]``, as TFLite stores int8
+  activations and tfmot's default QAT scheme tracks them.
+
+  Training keeps bias-corrected EMAs of the batch min and max (as `MovingAverageAbsMax`); the
+  range always includes 0. Post-training calibration sets the range directly (`set_range`),
+  which is how kslim's percentile/KL/MSE calibrators reach the converter.
+
+  Args:
+    num_bits: 2 to 8.
+    signed: unused by the grid (the range decides); kept for the common signature.
+    decay: the EMA decay, in [0, 1).
+
+  Example:
+    >>> MovingAverageMinMax(num_bits=8, decay=0.99).get_config()
+    {'num_bits': 8, 'signed': True, 'decay': 0.99}
+  """
+
+  def __init__(self, num_bits=8, signed=True, decay=0.9):
+    super().__init__(num_bits, signed)
+    self.decay = _ema_decay(decay)
+
+  def build(self, tensor_shape, name, layer):
+    return {"min": _statistic(layer, f"{name}_min"), "max": _statistic(layer, f"{name}_max"),
+            "state": _statistic(layer, f"{name}_state")}
+
+  def __call__(self, inputs, training, weights, **kwargs):
+    if training:
+      x = tf.stop_gradient(tf.cast(inputs, weights["min"].dtype))
+      weights["min"].assign(self.decay * weights["min"] + tf.reduce_min(x))
+      weights["max"].assign(self.decay * weights["max"] + tf.reduce_max(x))
+      weights["state"].assign(self.decay * weights["state"] + 1.0)
+    low, high = self.range(weights)
+    return quant_ops.fake_quant(inputs, low, tf.maximum(high, low + 1e-8), self.num_bits)
+
+  def range(self, weights):
+    low = tf.math.divide_no_nan(weights["min"], weights["state"])
+    high = tf.math.divide_no_nan(weights["max"], weights["state"])
+    return tf.minimum(low, 0.0), tf.maximum(high, 0.0)
+
+  def set_range(self, weights, low, high):
+    """Fixes the range to [low, high] (as if every training batch had spanned it)."""
+    weights["min"].assign(low)
+    weights["max"].assign(high)
+    weights["state"].assign(1.0)
+
+  @property
+  def narrow_range(self):
+    return False
 
   def get_config(self):
     return {**super().get_config(), "decay": self.decay}
@@ -316,7 +376,7 @@ class FixedRange(_ActivationQuantizer):
 _BY_NAME = {
     Role.WEIGHTS: {"abs_max": AbsMax, "channel_wise_abs_max": ChannelWiseAbsMax},
     Role.ACTIVATIONS: {"abs_max": RunningAbsMax, "moving_average_abs_max": MovingAverageAbsMax,
-                       "pact": PACT},
+                       "moving_average_min_max": MovingAverageMinMax, "pact": PACT},
 }
 
 

@@ -111,6 +111,10 @@ class ActivationQuantize(keras.layers.Layer):
     low, high = self.quantizer.range(self._quantizer_vars)
     return float(low), float(high)
 
+  def set_range(self, low, high):
+    """Fixes the range (post-training calibration); the quantizer must support it."""
+    self.quantizer.set_range(self._quantizer_vars, low, high)
+
   def scale(self):
     """The quantization step of the grid: ``(max - min) / (levels - 1)``."""
     low, high = self.range()

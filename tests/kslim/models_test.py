@@ -9,7 +9,7 @@ from kslim._keras import keras
 
 class ReferenceModelsTest(parameterized.TestCase):
 
-  @parameterized.parameters("reference_cnn", "mini_mobilenet_v2")
+  @parameterized.parameters(*sorted(models.REFERENCE_MODELS))
   def test_logits_shape_and_name(self, name):
     model = models.get(name)
     self.assertEqual(model.name, name)
@@ -24,6 +24,13 @@ class ReferenceModelsTest(parameterized.TestCase):
     self.assertEqual(types.count("BatchNormalization"), 5)
     self.assertEqual(types.count("ReLU"), 5)
     self.assertEqual(model.count_params(), 70746)
+
+  def test_plain_cnn_is_the_reference_cnn_without_batch_norm(self):
+    types = [type(l).__name__ for l in models.plain_cnn().layers]
+    self.assertEqual(types.count("Conv2D"), 5)
+    self.assertNotIn("BatchNormalization", types)
+    # 70,746 minus 4 BN weights per channel of 208 channels, plus a bias per channel.
+    self.assertEqual(models.plain_cnn().count_params(), 70746 - 4 * 208 + 208)
 
   def test_mini_mobilenet_has_depthwise_add_and_concatenate(self):
     types = {type(l) for l in models.mini_mobilenet_v2().layers}

@@ -220,7 +220,7 @@ class ConvertErrorsTest(absltest.TestCase):
       kslim.convert(qat, "int8")
     with self.assertRaisesRegex(ValueError, "convert it with mode='int8', not 'float16'"):
       kslim.convert(qat, "float16")
-    with self.assertRaisesRegex(ValueError, "needs representative_data"):
+    with self.assertRaisesRegex(ValueError, "representative_data is required"):
       kslim.convert(_small_model(), "int8")
     with self.assertRaisesRegex(ValueError, "unknown io_dtype 'int4'"):
       kslim.convert(_small_model(), "int8", io_dtype="int4")

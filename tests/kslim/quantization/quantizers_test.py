@@ -76,6 +76,25 @@ class ActivationQuantizerTest(parameterized.TestCase):
     np.testing.assert_allclose(y, np_fake_quant(np.array([100.0, 1.0]), 0, expected, 8, False),
                                atol=1e-5)
 
+  def test_moving_average_min_max_is_asymmetric_and_can_be_set(self):
+    quantizer = quantizers.MovingAverageMinMax(8, decay=0.9)
+    _, state = _built(quantizer)
+    quantizer(tf.constant([-1.0, 3.0]), True, state)
+    quantizer(tf.constant([0.5, 5.0]), True, state)
+    # Bias-corrected EMAs of the batch min and max; the range always holds 0.
+    low, high = (float(v) for v in quantizer.range(state))
+    self.assertAlmostEqual(low, (0.9 * -1.0 + 0.5) / 1.9, places=5)
+    self.assertAlmostEqual(high, (0.9 * 3.0 + 5.0) / 1.9, places=5)
+    x = np.array([-3.0, -0.1, 0.7, 9.0], np.float32)
+    np.testing.assert_allclose(quantizer(tf.constant(x), False, state),
+                               np_fake_quant(x, low, high, 8, False), atol=1e-6)
+    quantizer.set_range(state, -0.5, 2.0)
+    self.assertEqual(tuple(float(v) for v in quantizer.range(state)), (-0.5, 2.0))
+    quantizer(tf.constant([100.0]), False, state)  # inference leaves it alone
+    self.assertEqual(float(quantizer.range(state)[1]), 2.0)
+    with quant_ops.disabled():
+      np.testing.assert_array_equal(quantizer(tf.constant(x), False, state), x)
+
   def test_pact_starts_at_the_first_batch_max_and_gets_the_clipped_gradient(self):
     quantizer = quantizers.PACT(4, decay=0.0)
     layer, state = _built(quantizer)
@@ -118,6 +137,7 @@ class SerializationTest(parameterized.TestCase):
   @parameterized.parameters(
       quantizers.AbsMax(3), quantizers.ChannelWiseAbsMax(5, depthwise=True),
       quantizers.RunningAbsMax(6, signed=False), quantizers.MovingAverageAbsMax(7, decay=0.5),
+      quantizers.MovingAverageMinMax(5, decay=0.99),
       quantizers.PACT(2, decay=0.1), quantizers.FixedRange(8, -1.0, 127 / 128))
   def test_round_trip_through_keras_serialization(self, quantizer):
     config = keras.utils.serialize_keras_object(quantizer)
