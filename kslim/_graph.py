@@ -118,6 +118,12 @@ class Graph:
     """How many ops call `layer` (more than one: a shared layer)."""
     return sum(op.layer is layer for op in self.ops)
 
+  def require_single_call(self, layer):
+    """Raises a ValueError naming `layer` if it is shared (a rewrite cannot split it)."""
+    if self.calls_of(layer) != 1:
+      raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is called "
+                       f"{self.calls_of(layer)} times; kslim cannot split a shared layer")
+
   def producer(self, ref):
     """The op that outputs `ref`, or None for a model input."""
     return self._producers().get(ref.id)

@@ -13,12 +13,13 @@ import numpy as np
 
 from kslim import _graph
 from kslim._keras import keras
+from kslim.quantization import attention
 from kslim.quantization import registry
 from kslim.quantization.folded_batch_norm import FOLDABLE
 from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
-__all__ = ["fold_batch_norm_weights", "split_separable_convs", "fold_batch_norms",
-           "split_activations", "canonicalize"]
+__all__ = ["fold_batch_norm_weights", "dense_to_pointwise_conv", "split_separable_convs",
+           "fold_batch_norms", "split_activations", "canonicalize"]
 
 
 def fold_batch_norm_weights(kernel, bias, gamma, beta, mean, variance, epsilon,
@@ -55,7 +56,7 @@ def split_separable_convs(graph):
     layer = op.layer
     if not isinstance(layer, keras.layers.SeparableConv2D):
       continue
-    _require_single_call(graph, layer)
+    graph.require_single_call(layer)
     config = layer.get_config()
     depthwise = keras.layers.DepthwiseConv2D(
         config["kernel_size"], strides=config["strides"], padding=config["padding"],
@@ -126,7 +127,7 @@ def split_activations(graph):
     name = registry.activation_name(layer)
     if name in (None, "linear") or name in registry.FUSABLE_ACTIVATIONS:
       continue
-    _require_single_call(graph, layer)
+    graph.require_single_call(layer)
     config = layer.get_config()
     config.update(activation="linear")
     linear = type(layer).from_config(config)
@@ -137,8 +138,33 @@ def split_activations(graph):
                          _graph.Op(activation, (middle,), {}, op.outputs)])
 
 
+def dense_to_pointwise_conv(graph):
+  """Turns a Dense on a sequence or feature map into the equivalent 1x1 Conv1D/Conv2D.
+
+  tf_keras computes Dense on rank-3/4 inputs as reshape, matmul, reshape, then bias add, which
+  the converter emits as FULLY_CONNECTED + RESHAPE + ADD with the FULLY_CONNECTED's output
+  never quantized (it stays float). A 1x1 convolution is the same function and converts to one
+  int8 CONV_2D with the bias (and a ReLU) fused.
+  """
+  convs = {3: keras.layers.Conv1D, 4: keras.layers.Conv2D}
+  for op in list(graph.ops):
+    layer = op.layer
+    if type(layer) is not keras.layers.Dense or len(op.inputs[0].shape) not in convs:  # pylint: disable=unidiomatic-typecheck
+      continue
+    graph.require_single_call(layer)
+    rank = len(op.inputs[0].shape)
+    config = layer.get_config()
+    conv = convs[rank](config["units"], 1, activation=config["activation"],
+                       use_bias=config["use_bias"], name=layer.name)
+    kernel, *bias = graph.initial_weights.pop(layer)
+    graph.initial_weights[conv] = [kernel.reshape((1,) * (rank - 2) + kernel.shape)] + bias
+    op.layer = conv
+
+
 def canonicalize(graph, keep_training=None):
   """All rewrites, in the order the converter would apply them (see `fold_batch_norms`)."""
+  attention.split_attention(graph)
+  dense_to_pointwise_conv(graph)
   split_separable_convs(graph)
   fold_batch_norms(graph, keep_training)
   split_activations(graph)
@@ -153,9 +179,3 @@ def _foldable(graph, source, bn_op, bn):
           and axis is not None and axis % rank == rank - 1
           and len(graph.consumers(bn_op.inputs[0])) == 1
           and bn_op.inputs[0] not in graph.output_refs())
-
-
-def _require_single_call(graph, layer):
-  if graph.calls_of(layer) != 1:
-    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is called "
-                     f"{graph.calls_of(layer)} times; kslim cannot split a shared layer")

@@ -25,6 +25,7 @@ from kslim.quantization.config import QuantConfig
 from kslim.quantization.config import BatchNorm
 from kslim.quantization.config import Unsupported
 from kslim.quantization.config import class_name_of
+from kslim.quantization.attention import Einsum
 from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
 __all__ = ["quantize", "scope", "custom_objects", "activation_quantizers", "is_quantized"]
@@ -93,7 +94,7 @@ def custom_objects():
       quantizers_lib.MovingAverageAbsMax, quantizers_lib.MovingAverageMinMax,
       quantizers_lib.PACT, quantizers_lib.FixedRange,
       wrapper.WeightQuantizeConfig, wrapper.ActivationQuantize, wrapper.QuantizeWrapper,
-      FoldedBatchNorm)}
+      FoldedBatchNorm, Einsum)}
   return objects
 
 

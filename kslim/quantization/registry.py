@@ -19,6 +19,7 @@ import dataclasses
 import enum
 
 from kslim._keras import keras
+from kslim.quantization.attention import Einsum
 from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
 __all__ = ["Kind", "LayerRule", "rule_for", "FUSABLE_ACTIVATIONS", "NON_NEGATIVE_ACTIVATIONS"]
@@ -47,6 +48,9 @@ _W = LayerRule(Kind.WEIGHTED, ("kernel",))
 # The converter transposes a Dense kernel to TFLite's (out, in) layout and cannot carry a
 # per-channel fake-quant axis through that transpose, so Dense kernels use one range (as tfmot).
 _DENSE = LayerRule(Kind.WEIGHTED, ("kernel",), per_channel=False)
+# Likewise the converter reshapes a Conv1D kernel to 4-D for CONV_2D, and a per-channel range's
+# axis does not follow that reshape (conversion fails), so Conv1D kernels use one range too.
+_CONV1D = _DENSE
 _COMPUTE = LayerRule(Kind.COMPUTE)
 _PASS = LayerRule(Kind.PASSTHROUGH)
 _ACT = LayerRule(Kind.ACTIVATION)
@@ -55,8 +59,9 @@ _PROBABILITY = LayerRule(Kind.FIXED, fixed_range=(0.0, 255.0 / 256.0))
 _TANH = LayerRule(Kind.FIXED, fixed_range=(-1.0, 127.0 / 128.0))
 
 _BY_CLASS = {
-    _L.Conv1D: _W, _L.Conv2D: _W, _L.Dense: _DENSE,
+    _L.Conv1D: _CONV1D, _L.Conv2D: _W, _L.Dense: _DENSE, _L.EinsumDense: _DENSE,
     _L.DepthwiseConv2D: LayerRule(Kind.WEIGHTED, ("depthwise_kernel",), depthwise=True),
+    Einsum: _COMPUTE,
     _L.Add: _COMPUTE, _L.Subtract: _COMPUTE, _L.Multiply: _COMPUTE, _L.Average: _COMPUTE,
     _L.Maximum: _PASS, _L.Minimum: _PASS,
     _L.GlobalAveragePooling1D: _COMPUTE, _L.GlobalAveragePooling2D: _COMPUTE,
@@ -87,6 +92,7 @@ _SYMBOLS = {
     "nn.relu": _ACT, "nn.relu6": _ACT,
     "__operators__.add": _COMPUTE, "math.add": _COMPUTE, "math.subtract": _COMPUTE,
     "math.multiply": _COMPUTE, "math.truediv": _COMPUTE, "math.reduce_mean": _COMPUTE,
+    "linalg.matmul": _COMPUTE,
     "math.maximum": _COMPUTE, "math.minimum": _COMPUTE, "nn.leaky_relu": _COMPUTE,
     "math.reduce_max": _PASS, "concat": _PASS,
     "nn.softmax": _PROBABILITY, "math.sigmoid": _PROBABILITY, "math.tanh": _TANH,

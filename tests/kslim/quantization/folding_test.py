@@ -55,6 +55,23 @@ class FoldingTest(absltest.TestCase):
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
     self.assertLen(model.layers, 10)  # the original is untouched
 
+  def test_dense_on_sequences_and_maps_becomes_a_pointwise_conv(self):
+    inputs = keras.Input((5, 6, 3))
+    x = keras.layers.Dense(4, activation="relu", name="per_pixel")(inputs)
+    x = keras.layers.Reshape((30, 4))(x)
+    x = keras.layers.Dense(2, name="per_step")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    graph = _graph.Graph.from_model(model)
+    graph.clone_layers()
+    folding.dense_to_pointwise_conv(graph)
+    rebuilt = graph.build()
+    self.assertIsInstance(rebuilt.get_layer("per_pixel"), keras.layers.Conv2D)
+    self.assertIsInstance(rebuilt.get_layer("per_step"), keras.layers.Conv1D)
+    self.assertIsInstance(rebuilt.get_layer("head"), keras.layers.Dense)  # a 2-D input stays
+    x = np.random.default_rng(2).normal(size=(3, 5, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+
   def test_kept_training_batch_norms_compute_the_same_function_in_both_modes(self):
     model = _model()
     graph = _graph.Graph.from_model(model)
