@@ -81,6 +81,18 @@ class QuantizedAttentionTest(absltest.TestCase):
     tflite_logits = runner_lib.TFLiteRunner(content).predict(x)
     self.assertGreaterEqual((keras_logits.argmax(1) == tflite_logits.argmax(1)).mean(), 0.95)
 
+  def test_einsum_dense_exports_to_int8(self):
+    inputs = keras.Input((6, 8))
+    x = keras.layers.EinsumDense("abc,cd->abd", (6, 4), bias_axes="d", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    qat = kslim.quantize(model)
+    x, _ = _data(64)
+    qat.compile("adam", "mse")
+    qat.fit(x, np.zeros((64, 2)), epochs=1, verbose=0)
+    report = kslim.convert(qat, "int8", io_dtype="float32").report
+    self.assertEqual(report.float_ops, ())
+    self.assertEqual(report.ops_by_dtype["int8"]["FULLY_CONNECTED"], 2)
+
 
 if __name__ == "__main__":
   absltest.main()
