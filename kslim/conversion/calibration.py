@@ -11,7 +11,8 @@ choose a tighter range from it:
 - ``mse``: the range minimizing the expected squared error, clipping error outside plus
   ``step**2 / 12`` rounding error inside (as in Banner et al., 2019, and NNCF/OpenVINO).
 
-The chosen ranges are set on a `kslim.quantize` model built with ``moving_average_min_max``
+The model's input and ReLU6 outputs keep their min/max range whatever the method (see
+`_keeps_full_range`). The chosen ranges are set on a `kslim.quantize` model built with ``moving_average_min_max``
 activation quantizers (BatchNorm folded with its moving statistics), which the converter then
 turns into int8 exactly as it does a QAT model: TFLite honours the ranges because they are the
 model's own fake-quant ranges.
@@ -25,12 +26,14 @@ References:
 import math
 
 import numpy as np
+import tensorflow as tf
 import tqdm
 
 from kslim._enum import Choice
 from kslim._keras import keras
 from kslim.quantization import quant_ops
 from kslim.quantization import quantizers
+from kslim.quantization import registry
 from kslim.quantization.config import QuantConfig
 from kslim.quantization.quantize import activation_quantizers
 from kslim.quantization.quantize import quantize
@@ -134,8 +137,28 @@ def calibrate(model, examples, method, per_channel=True, percentile=DEFAULT_PERC
             if isinstance(layer.quantizer, quantizers.MovingAverageMinMax)]
   histograms = collect_histograms(qat, layers, examples, batch_size)
   for layer, histogram in zip(layers, histograms):
-    layer.set_range(*choose_range(histogram, method, layer.quantizer.signed, percentile))
+    keep = _keeps_full_range(qat, layer)
+    layer.set_range(*choose_range(histogram, Calibration.MINMAX if keep else method,
+                                  layer.quantizer.signed, percentile))
   return qat
+
+
+def _keeps_full_range(qat, layer):
+  """Whether `layer` quantizes the model input or a ReLU6 output, which keep min/max ranges.
+
+  Clipping the data users feed (an image's bright pixels) loses what no layer can recover; a
+  ReLU6 output piles up at 6, and clipping that spike (as KL does, since the spike looks like
+  a tail) maps every saturated value to a much smaller one.
+  """
+  inputs = {id(tensor) for tensor in qat.inputs}
+  for node in range(len(layer.inbound_nodes)):
+    if id(layer.get_input_at(node)) in inputs:
+      return True
+    producers = tf.nest.flatten(layer.inbound_nodes[node].inbound_layers)
+    # A wrapped layer (QuantizeWrapper) applies the activation of the layer it holds.
+    if any(registry.activation_name(getattr(p, "layer", p)) == "relu6" for p in producers):
+      return True
+  return False
 
 
 def collect_histograms(qat, layers, examples, batch_size=64):
