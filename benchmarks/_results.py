@@ -4,7 +4,7 @@ import json
 import pathlib
 import platform
 
-__all__ = ["write_results"]
+__all__ = ["write_results", "rows_for"]
 
 
 def write_results(path, benchmark, recipe, rows, **extra):
@@ -21,3 +21,11 @@ def write_results(path, benchmark, recipe, rows, **extra):
       **extra,
   }, indent=2) + "\n")
   print(f"wrote {out}")
+
+
+def rows_for(models, benchmark_model):
+  """The result rows of ``benchmark_model(name)`` for every model name, in order."""
+  rows = []
+  for name in models:
+    rows += benchmark_model(name)
+  return rows

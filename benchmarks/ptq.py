@@ -15,7 +15,7 @@ import pathlib
 
 from absl import app, flags, logging
 
-from _results import write_results
+from _results import rows_for, write_results
 
 from kslim import pipeline
 from kslim._table import format_table
@@ -108,9 +108,7 @@ def _targets(rows):
 def main(argv):
   del argv
   quiet_tensorflow()
-  rows = []
-  for name in _MODELS.value:
-    rows += _benchmark_model(name)
+  rows = rows_for(_MODELS.value, _benchmark_model)
   print(format_table(
       ["variant", "TFLite acc", "KB", "ms @1", "x float32", "float ops"],
       [[r["stage"], f"{r['tflite_accuracy']:.2%}", f"{r['tflite_kb']:.1f}",

@@ -21,7 +21,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 from absl import app, flags, logging
 
-from _results import write_results
+from _results import rows_for, write_results
 
 from kslim import pipeline
 from kslim._keras import keras
@@ -127,9 +127,7 @@ def _benchmark_model(name):
 def main(argv):
   del argv
   quiet_tensorflow()
-  rows = []
-  for name in _MODELS.value:
-    rows += _benchmark_model(name)
+  rows = rows_for(_MODELS.value, _benchmark_model)
   print(format_table(
       ["variant", "Keras acc", "TFLite acc", "agree", "KB", "ms @1", "x float", "epoch x"],
       [[r["stage"], f"{r['keras_accuracy']:.2%}", f"{r['tflite_accuracy']:.2%}",
