@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from kslim._keras import keras
+from kslim.conversion import calibration
 from kslim.quantization import quant_ops
 from kslim.quantization import wrapper
 
@@ -57,14 +57,11 @@ def correct_biases(qat, examples, batch_size=64):
 
 def _mean_inputs(qat, layers, examples, batch_size):
   """The mean over examples of each layer's input (traced in the caller's quantization mode)."""
-  probe = keras.Model(qat.inputs, [layer.input for layer in layers])
-  sums = None
-  for start in range(0, len(examples), batch_size):
-    outputs = probe.predict_on_batch(examples[start:start + batch_size])
-    outputs = outputs if len(layers) > 1 else [outputs]
-    batch_sums = [np.asarray(o, np.float64).sum(axis=0) for o in outputs]
-    sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums)]
-  return [s / len(examples) for s in sums]
+  sums = [0.0] * len(layers)
+  for outputs in calibration.probe(qat, [layer.input for layer in layers], examples,
+                                   batch_size):
+    sums = [total + np.asarray(o, np.float64).sum(axis=0) for total, o in zip(sums, outputs)]
+  return [total / len(examples) for total in sums]
 
 
 def _kernels(layer):

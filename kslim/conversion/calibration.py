@@ -36,9 +36,11 @@ from kslim.quantization import quantizers
 from kslim.quantization import registry
 from kslim.quantization.config import QuantConfig
 from kslim.quantization.quantize import activation_quantizers
+from kslim.quantization.quantize import input_quantizer
 from kslim.quantization.quantize import quantize
 
-__all__ = ["Calibration", "Histogram", "choose_range", "calibrate", "DEFAULT_PERCENTILE"]
+__all__ = ["Calibration", "Histogram", "choose_range", "calibrate", "collect_histograms",
+           "probe", "DEFAULT_PERCENTILE"]
 
 DEFAULT_PERCENTILE = 99.99
 _LEVELS = 256  # int8
@@ -150,15 +152,11 @@ def _keeps_full_range(qat, layer):
   ReLU6 output piles up at 6, and clipping that spike (as KL does, since the spike looks like
   a tail) maps every saturated value to a much smaller one.
   """
-  inputs = {id(tensor) for tensor in qat.inputs}
-  for node in range(len(layer.inbound_nodes)):
-    if id(layer.get_input_at(node)) in inputs:
-      return True
-    producers = tf.nest.flatten(layer.inbound_nodes[node].inbound_layers)
-    # A wrapped layer (QuantizeWrapper) applies the activation of the layer it holds.
-    if any(registry.activation_name(getattr(p, "layer", p)) == "relu6" for p in producers):
-      return True
-  return False
+  if any(input_quantizer(qat, tensor) is layer for tensor in qat.inputs):
+    return True
+  producers = tf.nest.flatten([node.inbound_layers for node in layer.inbound_nodes])
+  # A wrapped layer (QuantizeWrapper) applies the activation of the layer it holds.
+  return any(registry.activation_name(getattr(p, "layer", p)) == "relu6" for p in producers)
 
 
 def collect_histograms(qat, layers, examples, batch_size=64):
@@ -173,16 +171,27 @@ def collect_histograms(qat, layers, examples, batch_size=64):
       owners.append(index)
   histograms = [Histogram() for _ in layers]
   with quant_ops.disabled():  # the float activations, traced without fake-quant ops
-    probe = keras.Model(qat.inputs, tensors)
-    for start in tqdm.trange(0, len(examples), batch_size, desc="calibrating", unit="batch",
-                             leave=False, disable=None):
-      outputs = probe.predict_on_batch(examples[start:start + batch_size])
-      for owner, values in zip(owners, outputs if len(tensors) > 1 else [outputs]):
+    for outputs in probe(qat, tensors, examples, batch_size, desc="calibrating"):
+      for owner, values in zip(owners, outputs):
         try:
           histograms[owner].update(values)
         except ValueError as error:
           raise ValueError(f"kslim.convert: layer {layers[owner].name!r}: {error}") from None
   return histograms
+
+
+def probe(model, tensors, examples, batch_size=64, desc=None):
+  """Yields, batch by batch over `examples`, the values of `tensors` (KerasTensors of
+  `model`'s graph) as a list of numpy arrays.
+
+  The probe model is traced on the first batch, so a caller inside `quant_ops.disabled()`
+  gets float values. `desc` shows a progress bar with that label.
+  """
+  probe_model = keras.Model(model.inputs, tensors)
+  for start in tqdm.trange(0, len(examples), batch_size, desc=desc, unit="batch", leave=False,
+                           disable=None if desc else True):
+    outputs = probe_model.predict_on_batch(examples[start:start + batch_size])
+    yield outputs if len(tensors) > 1 else [outputs]
 
 
 def choose_range(histogram, method, signed, percentile=DEFAULT_PERCENTILE):

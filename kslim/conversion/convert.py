@@ -13,6 +13,7 @@ from kslim.conversion import report as report_lib
 from kslim.conversion import representative_data as representative_data_lib
 from kslim.quantization import quant_ops
 from kslim.quantization.quantize import activation_quantizers
+from kslim.quantization.quantize import input_quantizer
 from kslim.quantization.quantize import is_quantized
 
 __all__ = ["Mode", "IoDtype", "convert"]
@@ -175,9 +176,7 @@ def _single_input(model):
 def _random_inputs(model, count=_PARITY_EXAMPLES, seed=0):
   """Inputs uniform over the range the QAT model quantizes its input to."""
   tensor = _single_input(model)
-  low, high = next(
-      (layer.range() for layer in activation_quantizers(model)
-       for node in range(len(layer.inbound_nodes)) if layer.get_input_at(node) is tensor),
-      (-1.0, 1.0))  # an input left in float: any range
+  layer = input_quantizer(model, tensor)
+  low, high = layer.range() if layer is not None else (-1.0, 1.0)  # a float input: any range
   shape = (count,) + tuple(tensor.shape[1:])
   return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)

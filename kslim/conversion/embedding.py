@@ -57,7 +57,8 @@ class QuantizedEmbedding(keras.layers.Layer):
 
   Example:
     >>> layer = QuantizedEmbedding(1000, 16)
-    >>> layer.set_table(np.random.normal(size=(1000, 16)))
+    >>> layer.build(None)
+    >>> layer.set_weights(quantize_rows(np.random.normal(size=(1000, 16))))
   """
 
   def __init__(self, input_dim, output_dim, bits=8, mask_zero=False, **kwargs):
@@ -72,13 +73,6 @@ class QuantizedEmbedding(keras.layers.Layer):
     self.scales = self.add_weight("scales", shape=(self.input_dim,), initializer="ones",
                                   trainable=False)
     super().build(input_shape)
-
-  def set_table(self, table):
-    """Quantizes a float ``(input_dim, output_dim)`` table into this layer's weights."""
-    if not self.built:
-      self.build(None)
-    values, scales = quantize_rows(table, self.bits)
-    self.set_weights([values, scales])
 
   def call(self, inputs):
     ids = tf.cast(inputs, tf.int32)

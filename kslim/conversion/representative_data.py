@@ -5,8 +5,6 @@ shaped like the model's input, or raises an error that says what is wrong before
 conversion work starts.
 """
 
-import itertools
-
 import numpy as np
 import tensorflow as tf
 
@@ -43,14 +41,13 @@ def examples(data, input_shape, num_samples, min_samples=MIN_SAMPLES, what="repr
   elif callable(data):
     data = data()
   if isinstance(data, (np.ndarray, list)) and not _is_list_of_arrays(data):
-    chunks = [_as_array(data, what)]
+    batches = [_batched(_as_array(data, what), input_shape, what)]
   elif hasattr(data, "__iter__"):
-    chunks = _collect(data, input_shape, num_samples, what)
+    batches = _collect(data, input_shape, num_samples, what)
   else:
     raise TypeError(f"{what} must be a numpy array, a tf.data.Dataset or a generator, got "
                     f"{type(data).__name__}")
-  arrays = [_batched(chunk, input_shape, what) for chunk in chunks]
-  result = np.concatenate(arrays)[:num_samples] if arrays else np.zeros((0,))
+  result = np.concatenate(batches)[:num_samples] if batches else np.zeros((0,))
   if len(result) == 0:
     raise ValueError(f"{what} is empty")
   if len(result) < min_samples:
@@ -63,8 +60,9 @@ def _is_list_of_arrays(data):
 
 
 def _collect(iterator, input_shape, num_samples, what):
+  """Batches from `iterator` until they hold `num_samples` examples (or it ends)."""
   chunks, count = [], 0
-  for element in itertools.islice(iter(iterator), num_samples):
+  for element in iterator:
     if isinstance(element, (tuple, list)):  # (x, y) pairs or TFLite's [x] lists
       if not element:
         raise ValueError(f"{what} yielded an empty element")

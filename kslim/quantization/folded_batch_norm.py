@@ -95,14 +95,10 @@ class FoldedBatchNorm(keras.layers.Wrapper):
     return tf.__internal__.smart_cond.smart_cond(
         training, lambda: self._call(inputs, True), lambda: self._call(inputs, False))
 
-  def folded_weights(self):
-    """The float kernel and bias inference uses: ``k * gamma / sigma_moving`` (quantized
-    afterwards) and ``beta - gamma * mu_moving / sigma_moving``."""
-    kernel, bias, _ = self._fold()
-    return kernel, bias
-
   def _fold(self):
-    # One read of the moving statistics serves the kernel, the bias and the correction.
+    """The folded kernel ``k * gamma / sigma_moving`` (quantized afterwards), the bias
+    ``beta - gamma * mu_moving / sigma_moving`` and ``sigma_moving``: one read of the moving
+    statistics serves all three."""
     sigma = tf.sqrt(self.moving_variance + self.epsilon)
     scale = self.gamma / sigma
     kernel = self._kernel * tf.reshape(scale, self._kernel.shape[-2:] if self._depthwise else [-1])

@@ -28,7 +28,8 @@ from kslim.quantization.config import class_name_of
 from kslim.quantization.attention import Einsum
 from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
-__all__ = ["quantize", "scope", "custom_objects", "activation_quantizers", "is_quantized"]
+__all__ = ["quantize", "scope", "custom_objects", "activation_quantizers", "input_quantizer",
+           "is_quantized"]
 
 _Kind = registry.Kind
 # Ops whose output is not negative when all their inputs are not.
@@ -114,6 +115,14 @@ def scope():
 def activation_quantizers(model):
   """The model's `ActivationQuantize` layers, in graph order."""
   return [layer for layer in model.layers if isinstance(layer, wrapper.ActivationQuantize)]
+
+
+def input_quantizer(model, tensor):
+  """The `ActivationQuantize` layer applied to `tensor` (an input of `model`), or None when
+  that input is left in float."""
+  return next((layer for layer in activation_quantizers(model)
+               for node in range(len(layer.inbound_nodes))
+               if layer.get_input_at(node) is tensor), None)
 
 
 def is_quantized(model):
