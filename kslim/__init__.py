@@ -16,6 +16,8 @@ from kslim.version import __version__
 _EXPORTS = {
     "Profile": ("kslim.profiling", "Profile"),
     "profile": ("kslim.profiling", "profile"),
+    "prune": ("kslim.pruning", "prune"),
+    "pruning": ("kslim.pruning", None),
     "QuantConfig": ("kslim.quantization", "QuantConfig"),
     "convert": ("kslim.conversion", "convert"),
     "datasets": ("kslim.datasets", None),
