@@ -13,7 +13,7 @@ from kslim._keras import call_sites, check_model, keras
 from kslim._table import format_table
 from kslim.quantization.folded_batch_norm import FoldedBatchNorm
 
-__all__ = ["LayerProfile", "Profile", "profile"]
+__all__ = ["LayerProfile", "Profile", "mac_rule", "profile"]
 
 
 def _conv_macs(layer, input_shape, output_shape):
@@ -64,7 +64,8 @@ _MAC_RULES = {
 }
 
 
-def _mac_rule(layer):
+def mac_rule(layer):
+  """The MAC count function ``(layer, input_shape, output_shape) -> int`` for `layer`, or None."""
   if isinstance(layer, (tfmot.quantization.keras.QuantizeWrapper, FoldedBatchNorm)):
     layer = layer.layer  # fake-quantizes the inner layer's weights; the arithmetic is the same
   for cls in type(layer).__mro__:
@@ -136,7 +137,7 @@ def _walk(model, prefix, repeat, rows, seen):
                          "subclassed; only Sequential and functional models can be profiled.")
       _walk(layer, name + "/", repeat * len(sites), rows, seen)
       continue
-    rule = _mac_rule(layer)
+    rule = mac_rule(layer)
     macs = 0
     if rule is not None:
       counted = getattr(layer, "layer", layer)  # a QuantizeWrapper's inner layer holds the kernel

@@ -23,6 +23,7 @@ from absl import logging
 import numpy as np
 
 from kslim import _graph
+from kslim import profiling
 from kslim._table import format_table
 from kslim.pruning import layer_pruners
 
@@ -239,6 +240,39 @@ class DependencyGraph:
       if mask.any():
         out.append((scales[mask], np.array([index[int(r)] for r in roots[mask]])))
     return out
+
+  def macs(self, removed=()):
+    """Total MACs of the model once the classes in `removed` are gone (no rebuild needed).
+
+    Each layer's MACs (`kslim.profile`'s count) scale with the kept fractions of its input and
+    output channels, as its `LayerPruner.mac_fraction` says.
+    """
+    removed = np.asarray(list(removed), dtype=np.int64)
+    total = 0.0
+    for op in self.graph.ops:
+      count = profiling.mac_rule(op.layer)
+      if count is None:
+        continue
+      source, result = op.inputs[0], op.output_refs[0]
+      macs = count(op.layer, source.shape, result.shape)
+      rule = self.rule(op.layer)
+      if rule is not None and len(removed):
+        kept_in = len(self.kept_positions(source, removed)) / source.shape[-1]
+        kept_out = len(self.kept_positions(result, removed)) / result.shape[-1]
+        macs *= rule.mac_fraction(op.layer, kept_in, kept_out)
+      total += macs
+    return int(round(total))
+
+  def zero_channels(self, removed):
+    """Zeroes, in the model itself, the weights that make the channels of `removed`.
+
+    The channels then carry zeros, and a model pruned of them computes the same function.
+    """
+    for op in self.graph.ops:
+      rule = self.rule(op.layer)
+      dead = np.isin(self.roots(op.output_refs[0]), np.asarray(list(removed), dtype=np.int64))
+      if rule is not None and dead.any():
+        rule.zero(op.layer, dead)
 
   def __str__(self):
     rows = [[g.name, ", ".join(g.layers[:4]) + (" ..." if len(g.layers) > 4 else ""),

@@ -79,6 +79,26 @@ class LayerPruner:
     """Per input channel scale factors (batch norm's gamma), or None."""
     del layer
 
+  def mac_fraction(self, layer, kept_in, kept_out):
+    """The share of the layer's MACs left with these kept fractions of input/output channels.
+
+    Per-channel layers (depthwise convolutions) cost in proportion to their channels.
+    """
+    del layer, kept_in
+    return kept_out
+
+  def zero(self, layer, dead):
+    """Zeroes the weights that put values on the output channels where `dead` is True.
+
+    With its makers zeroed, a channel carries zeros (batch norm's gamma and beta too), so
+    pruning it changes nothing: the soft pruning of `PruningCallback` relies on this.
+    """
+    weights = layer.get_weights()
+    for w in weights:
+      if w.ndim == 1 and len(w) == len(dead):
+        w[dead] = 0.0
+    layer.set_weights(weights)
+
 
 class PerChannel(LayerPruner):
   """Elementwise per-channel layers with 1-D weights over the last axis (BatchNormalization)."""
@@ -133,6 +153,15 @@ class Conv(LayerPruner):
     kernel = np.moveaxis(layer.kernel.numpy(), self.out_axis, 0)
     return kernel.reshape(kernel.shape[0], -1)
 
+  def mac_fraction(self, layer, kept_in, kept_out):
+    return kept_in * kept_out
+
+  def zero(self, layer, dead):
+    kernel = layer.kernel.numpy()
+    np.moveaxis(kernel, self.out_axis, -1)[..., dead] = 0.0
+    layer.kernel.assign(kernel)
+    super().zero(layer, dead)
+
 
 class ConvTranspose(Conv):
   """Conv1D/2D/3DTranspose: kernel ``(*k, out, in)``."""
@@ -170,6 +199,17 @@ class Separable(Conv):
   def filters(self, layer):
     pointwise = layer.pointwise_kernel.numpy()
     return pointwise.reshape(-1, pointwise.shape[-1]).T
+
+  def mac_fraction(self, layer, kept_in, kept_out):
+    # Depthwise part: prod(kernel) MACs per channel; pointwise: `filters` per channel.
+    taps = np.prod(layer.depthwise_kernel.shape[:-2])
+    return kept_in * (taps + layer.filters * kept_out) / (taps + layer.filters)
+
+  def zero(self, layer, dead):
+    pointwise = layer.pointwise_kernel.numpy()
+    pointwise[..., dead] = 0.0
+    layer.pointwise_kernel.assign(pointwise)
+    LayerPruner.zero(self, layer, dead)
 
 
 class Merge(LayerPruner):

@@ -1,0 +1,235 @@
+"""Sensitivity analysis: how much each group's pruning costs, and ratios derived from it.
+
+`sensitivity` prunes each group alone at each ratio and evaluates the model; the curves say
+which layers tolerate pruning. `ratios_for_loss` picks, per group, the largest ratio whose
+loss stays within a budget (linear interpolation between measured ratios, as PaddleSlim's
+``get_ratios_by_loss``); `ratios_for_flops` searches that budget until the model's MACs fall
+by the requested share.
+
+Example:
+  >>> sens = kslim.pruning.sensitivity(model, lambda m: evaluate(m), cache="sens.json")
+  >>> ratios = kslim.pruning.ratios_for_flops(sens, reduction=0.5)
+  >>> small = kslim.prune(model, ratios)
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+
+from absl import logging
+import numpy as np
+import tqdm
+
+from kslim.pruning import prune as prune_lib
+from kslim.pruning import surgery
+from kslim.pruning.graph import DependencyGraph
+
+__all__ = ["DEFAULT_RATIOS", "Sensitivity", "sensitivity", "ratios_for_loss",
+           "ratios_for_flops", "uniform_ratio_for_flops", "plot_sensitivity"]
+
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclasses.dataclass
+class Sensitivity:
+  """Metric of the model with each group pruned alone at each ratio.
+
+  Attributes:
+    model_name: the analysed model's name.
+    criterion: the criterion that chose the channels.
+    baseline: the metric of the unpruned model.
+    metrics: group name -> {ratio: metric}.
+    graph: the `DependencyGraph` of the analysed model (not saved; `ratios_for_flops` needs it).
+  """
+  model_name: str
+  criterion: str
+  baseline: float
+  metrics: dict
+  graph: DependencyGraph = None
+
+  def losses(self, group):
+    """(ratios, metric losses) of `group`, sorted by ratio; loss = baseline - metric."""
+    ratios = sorted(self.metrics[group])
+    return np.array(ratios), np.array([self.baseline - self.metrics[group][r] for r in ratios])
+
+  def to_json(self):
+    return {"model": self.model_name, "criterion": self.criterion, "baseline": self.baseline,
+            "metrics": {g: {str(r): m for r, m in v.items()} for g, v in self.metrics.items()}}
+
+  @classmethod
+  def from_json(cls, data, graph=None):
+    return cls(data["model"], data["criterion"], data["baseline"],
+               {g: {float(r): m for r, m in v.items()} for g, v in data["metrics"].items()},
+               graph)
+
+  @classmethod
+  def load(cls, path, model=None):
+    """Reads a sensitivity cache; pass the model to derive MACs-targeted ratios from it."""
+    data = json.loads(pathlib.Path(path).read_text())
+    return cls.from_json(data, DependencyGraph(model) if model is not None else None)
+
+
+def sensitivity(model, eval_fn, ratios=DEFAULT_RATIOS, criterion="l1", groups=None,
+                cache=None, plot=None):
+  """Prunes each group alone at each ratio and evaluates; resumable.
+
+  Args:
+    model: the tf_keras model to analyse (not modified).
+    eval_fn: ``eval_fn(model) -> float``, higher is better (e.g. accuracy on a held-out set).
+    ratios: pruning ratios to try per group.
+    criterion: which channels each ratio removes (see `kslim.prune`).
+    groups: names of layers whose groups to analyse (default: every prunable group).
+    cache: a JSON path. Every result is written as soon as it is measured; a rerun with the
+      same cache skips what is there, so an interrupted scan resumes without losing work.
+    plot: a PNG path for the curves (default: the cache path with ``.png``, if a cache is set).
+
+  Returns:
+    A `Sensitivity`.
+
+  Raises:
+    ValueError: the cache belongs to another model or criterion, or a bad group name.
+  """
+  graph = DependencyGraph(model)
+  names = ([graph.group(n).name for n in groups] if groups is not None
+           else [g.name for g in graph.groups if g.prunable])
+  sens = _resume(cache, model.name, criterion)
+  if sens is None:
+    sens = Sensitivity(model.name, criterion, float(eval_fn(model)), {})
+    _save(sens, cache)
+  sens.graph = graph
+  todo = [(name, float(r)) for name in names for r in ratios
+          if float(r) not in sens.metrics.get(name, {})]
+  for name, ratio in tqdm.tqdm(todo, desc="sensitivity", unit="eval", disable=not todo):
+    chosen = prune_lib.plan(graph, {name: ratio}, criterion)
+    metric = float(eval_fn(surgery.rebuild(graph, chosen.roots())))
+    sens.metrics.setdefault(name, {})[ratio] = metric
+    logging.info("sensitivity %s @ %.2f: %.4f (baseline %.4f)", name, ratio, metric,
+                 sens.baseline)
+    _save(sens, cache)
+  if plot is None and cache is not None:
+    plot = pathlib.Path(cache).with_suffix(".png")
+  if plot is not None:
+    plot_sensitivity(sens, plot)
+  return sens
+
+
+def _resume(cache, model_name, criterion):
+  if cache is None or not pathlib.Path(cache).exists():
+    return None
+  sens = Sensitivity.from_json(json.loads(pathlib.Path(cache).read_text()))
+  if (sens.model_name, sens.criterion) != (model_name, criterion):
+    raise ValueError(f"sensitivity cache {str(cache)!r} holds model {sens.model_name!r} with "
+                     f"criterion {sens.criterion!r}, not {model_name!r} with {criterion!r}; "
+                     "use another cache path")
+  logging.info("resuming sensitivity from %s", cache)
+  return sens
+
+
+def _save(sens, cache):
+  if cache is None:
+    return
+  path = pathlib.Path(cache)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  partial = path.with_name(path.name + ".partial")
+  partial.write_text(json.dumps(sens.to_json(), indent=1))
+  os.replace(partial, path)  # atomic: an interruption never leaves a truncated cache
+
+
+def ratios_for_loss(sens, max_loss):
+  """Per group, the largest ratio whose metric loss stays within `max_loss`.
+
+  The loss curve is interpolated linearly between measured ratios (starting from no loss at
+  ratio 0); a group whose every measured ratio is within budget gets the largest measured one.
+
+  Returns:
+    group name -> ratio (groups with ratio 0 left out).
+  """
+  out = {}
+  for group in sens.metrics:
+    ratios, losses = sens.losses(group)
+    ratios, losses = np.concatenate([[0.0], ratios]), np.concatenate([[0.0], losses])
+    over = np.flatnonzero(losses > max_loss)
+    if not len(over):
+      ratio = ratios[-1]
+    else:
+      i = over[0]
+      r0, r1, l0, l1 = ratios[i - 1], ratios[i], losses[i - 1], losses[i]
+      ratio = r0 + (max_loss - l0) * (r1 - r0) / (l1 - l0) if l1 > l0 else r0
+    if ratio > 0:
+      out[group] = float(min(ratio, 0.99))
+  return out
+
+
+def _search(macs_of, target, low, high, steps=40):
+  """Bisection on a knob whose MACs fall as it grows: the smallest value reaching `target`."""
+  if macs_of(high) > target:
+    return high
+  for _ in range(steps):
+    middle = (low + high) / 2
+    if macs_of(middle) <= target:
+      high = middle
+    else:
+      low = middle
+  return high
+
+
+def ratios_for_flops(sens, reduction=0.5, criterion=None):
+  """Per-group ratios from a sensitivity scan that remove `reduction` of the model's MACs.
+
+  The loss budget of `ratios_for_loss` is bisected until the pruned model's MACs (counted on
+  the dependency graph, no rebuild) are at most ``(1 - reduction)`` of the original's.
+
+  Args:
+    sens: a `Sensitivity` with its graph (from `sensitivity`, or `Sensitivity.load(path,
+      model)`).
+    reduction: the share of MACs to remove, in (0, 1).
+    criterion: the criterion of the final prune (default: the scan's).
+
+  Returns:
+    group name -> ratio. If even the largest measured ratios fall short, those, with a warning.
+  """
+  if sens.graph is None:
+    raise ValueError("this Sensitivity has no model: load it with Sensitivity.load(path, model)")
+  if not 0.0 < reduction < 1.0:
+    raise ValueError(f"reduction must be in (0, 1), got {reduction!r}")
+  graph, criterion = sens.graph, criterion or sens.criterion
+  target = (1.0 - reduction) * graph.macs()
+
+  def macs_of(budget):
+    return graph.macs(prune_lib.plan(graph, ratios_for_loss(sens, budget), criterion).roots())
+
+  top = max([float(np.max(sens.losses(g)[1])) for g in sens.metrics] + [0.0]) + 1e-6
+  budget = _search(macs_of, target, min(0.0, -top), top)
+  ratios = ratios_for_loss(sens, budget)
+  if macs_of(budget) > target:
+    logging.warning("the measured ratios reach only %.0f%% fewer MACs, not %.0f%%",
+                    100 * (1 - macs_of(budget) / graph.macs()), 100 * reduction)
+  return ratios
+
+
+def uniform_ratio_for_flops(graph, reduction, criterion="l1", align=1):
+  """The smallest uniform ratio that removes `reduction` of the MACs of `graph`'s model."""
+  if not 0.0 < reduction < 1.0:
+    raise ValueError(f"reduction must be in (0, 1), got {reduction!r}")
+  target = (1.0 - reduction) * graph.macs()
+  return _search(lambda r: graph.macs(prune_lib.plan(graph, r, criterion, align).roots()),
+                 target, 0.0, 0.95)
+
+
+def plot_sensitivity(sens, path):
+  """Writes a PNG: metric loss against ratio, one curve per group."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  for group in sens.metrics:
+    ratios, losses = sens.losses(group)
+    axes.plot(ratios, losses, marker="o", label=group)
+  axes.set(xlabel="pruning ratio", ylabel=f"metric loss (baseline {sens.baseline:.4f})",
+           title=f"Pruning sensitivity of {sens.model_name} ({sens.criterion})")
+  axes.axhline(0.0, color="gray", linewidth=0.5)
+  axes.legend(fontsize="small", ncol=2)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
