@@ -1,0 +1,186 @@
+"""Benchmark: structured pruning, uniform vs sensitivity-derived ratios, every criterion.
+
+For each model (its 5-epoch float baseline, cached by the pipeline): the unpruned model
+fine-tuned --extra_epochs (the fair baseline), then for each MACs reduction (--reductions) and
+each criterion, the model pruned with a uniform ratio and with sensitivity-derived ratios
+(a scan per criterion, ratios 0.1-0.7, on the last 3,000 training images, cached and resumable), each fine-tuned
+the same epochs with the same schedule (Adam, cosine decay from --learning_rate, batch 128).
+Accuracy from each float32 TFLite file on the full 10,000-image test set; params, MACs, TFLite
+size, and latency (LiteRT, 1 thread, median of 200 runs, all files measured at the end in one
+loop) as a ratio to the unpruned file. Also tries kerassurgeon's channel deletion on the same
+channels, if it is installed. Prints a table, writes benchmarks/results/prune.json and a plot
+of accuracy against MACs (benchmarks/results/prune.png).
+
+Usage: .venv/bin/python benchmarks/prune.py [--models=reference_cnn] [--criteria=l1,fpgm]
+"""
+
+import pathlib
+
+from absl import app, flags, logging
+import numpy as np
+
+from _results import rows_for, write_results
+
+import kslim
+from kslim import pipeline
+from kslim._table import format_table
+from kslim.cli._common import quiet_tensorflow
+from kslim.conversion import convert
+from kslim.models import REFERENCE_MODELS
+from kslim.pruning.criteria import Criterion
+from kslim.training import accuracy, finetune_schedule, fit_classifier
+from tflite_tools.benchmark_lib import measure_latency
+from tflite_tools.runner import TFLiteRunner
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Cache and TFLite files.")
+_OUTPUT = flags.DEFINE_string("output", "benchmarks/results/prune.json", "JSON results.")
+_MODELS = flags.DEFINE_list("models", ["reference_cnn", "mini_mobilenet_v2"],
+                            f"Reference models, of {sorted(REFERENCE_MODELS)}.")
+_CRITERIA = flags.DEFINE_list("criteria", [c.value for c in Criterion], "Criteria to compare.")
+_REDUCTIONS = flags.DEFINE_list("reductions", ["0.3", "0.5"], "Shares of MACs to remove.")
+_EXTRA_EPOCHS = flags.DEFINE_integer("extra_epochs", 1, "Fine-tuning epochs per variant.",
+                                     lower_bound=1)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Peak fine-tuning learning rate.")
+_HELD_OUT = 3000  # training images the sensitivity scans evaluate on (never the test set)
+_SCAN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def _fine_tune(model, x, y):
+  schedule = finetune_schedule(_LEARNING_RATE.value, _EXTRA_EPOCHS.value, len(x))
+  fit_classifier(model, x, y, _EXTRA_EPOCHS.value, learning_rate=schedule)
+  return model
+
+
+def _copy(model):
+  return kslim.prune(model, {})  # a rebuilt copy with the same weights
+
+
+def _kerassurgeon(model, graph, plan, x):
+  """Deletes the same channels with kerassurgeon; the max output difference, or why it failed."""
+  try:
+    from kerassurgeon import Surgeon  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return "not installed"
+  try:
+    surgeon = Surgeon(model, copy=True)
+    for name, classes in plan.removed.items():
+      surgeon.add_job("delete_channels", model.get_layer(name), channels=list(map(int, classes)))
+    deleted = surgeon.operate()
+  except Exception as error:  # pylint: disable=broad-except
+    return f"failed: {type(error).__name__}: {str(error)[:120]}"
+  reference = kslim.pruning.surgery.rebuild(graph, plan.roots())
+  return float(np.max(np.abs(deleted.predict(x, verbose=0) - reference.predict(x, verbose=0))))
+
+
+def _benchmark_model(name):
+  workdir = pathlib.Path(_WORKDIR.value) / name
+  settings = pipeline.Settings(model=name, threads=(1,), latency_runs=200)
+  ctx = pipeline.run(["baseline"], settings, workdir)
+  (x_train, y_train), (x_test, y_test) = ctx.data
+  baseline = ctx.model
+  x_held, y_held = x_train[-_HELD_OUT:], y_train[-_HELD_OUT:]
+
+  def held_out_accuracy(model):
+    return accuracy(model.predict(x_held, batch_size=1000, verbose=0), y_held)
+
+  graph = kslim.pruning.DependencyGraph(baseline)
+  base_macs = graph.macs()
+  variants = [("fp32 fine-tuned", _fine_tune(_copy(baseline), x_train, y_train), {})]
+  surgeon = None
+  for criterion in _CRITERIA.value:
+    sens = kslim.pruning.sensitivity(baseline, held_out_accuracy, _SCAN_RATIOS, criterion,
+                                     cache=workdir / f"prune_sensitivity_{criterion}.json")
+    for reduction in map(float, _REDUCTIONS.value):
+      uniform = kslim.pruning.uniform_ratio_for_flops(graph, reduction, criterion)
+      for how, ratios in (("uniform", uniform),
+                          ("sensitivity", kslim.pruning.ratios_for_flops(sens, reduction))):
+        label = f"{criterion} {how} -{reduction:.0%} MACs"
+        logging.info("%s: %s", name, label)
+        plan = kslim.pruning.plan(graph, ratios, criterion)
+        if surgeon is None:
+          surgeon = _kerassurgeon(baseline, graph, plan, x_test[:256])
+        pruned = kslim.pruning.surgery.rebuild(graph, plan.roots())
+        zero_shot = accuracy(pruned.predict(x_test, batch_size=1000, verbose=0), y_test)
+        variants.append((label, _fine_tune(pruned, x_train, y_train),
+                         {"criterion": criterion, "ratios": how, "target_reduction": reduction,
+                          "accuracy_before_fine_tune": zero_shot}))
+  rows = []
+  paths = []
+  for label, model, extra in variants:
+    path = workdir / f"prune_{label.replace(' ', '_').replace('%', '')}.tflite"
+    content = convert(model, "float32", output_path=path)
+    prof = kslim.profile(model)
+    rows.append({"stage": f"{name} {label}", "model": name, "variant": label, **extra,
+                 "tflite_accuracy": accuracy(TFLiteRunner(content).predict(x_test), y_test),
+                 "params": prof.total_params, "macs": prof.total_macs,
+                 "macs_ratio": prof.total_macs / base_macs, "tflite_kb": len(content) / 1024})
+    paths.append(path)
+  measure_latency(paths[0], threads=1, runs=50)  # warm-up: the first measurement runs slow
+  for row, path in zip(rows, paths):
+    row["latency_ms"] = {"1": measure_latency(path, threads=1, runs=200).median_ms}
+    row["latency_ratio"] = row["latency_ms"]["1"] / rows[0]["latency_ms"]["1"]
+    row["delta_vs_fair_fp32"] = row["tflite_accuracy"] - rows[0]["tflite_accuracy"]
+  rows[0]["kerassurgeon"] = surgeon
+  return rows
+
+
+def _plot(rows, path):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  models = sorted({r["model"] for r in rows})
+  figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+  for ax, model in zip(axes[0], models):
+    mine = [r for r in rows if r["model"] == model]
+    ax.axhline(100 * mine[0]["tflite_accuracy"], color="gray", linestyle="--",
+               label="unpruned, fine-tuned")
+    for how, marker in (("uniform", "o"), ("sensitivity", "s")):
+      for criterion in _CRITERIA.value:
+        points = [r for r in mine if r.get("ratios") == how and r.get("criterion") == criterion]
+        ax.plot([r["macs_ratio"] for r in points], [100 * r["tflite_accuracy"] for r in points],
+                marker=marker, linestyle="none", label=f"{criterion} {how}")
+    ax.set(title=model, xlabel="MACs (share of the unpruned model)",
+           ylabel="TFLite test accuracy (%)")
+    ax.legend(fontsize="x-small", ncol=2)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  print(f"wrote {path}")
+
+
+def main(argv):
+  del argv
+  quiet_tensorflow()
+  rows = rows_for(_MODELS.value, _benchmark_model)
+  print(format_table(
+      ["variant", "acc before FT", "TFLite acc", "vs fair fp32", "params", "MACs", "KB",
+       "ms @1", "x unpruned"],
+      [[r["stage"], f"{r['accuracy_before_fine_tune']:.2%}" if "criterion" in r else "-",
+        f"{r['tflite_accuracy']:.2%}", f"{100 * r['delta_vs_fair_fp32']:+.2f} pt",
+        f"{r['params']:,}", f"{r['macs_ratio']:.2f}x", f"{r['tflite_kb']:.1f}",
+        f"{r['latency_ms']['1']:.3f}", f"{r['latency_ratio']:.2f}"] for r in rows]))
+  targets = {}
+  for model in _MODELS.value:
+    mine = [r for r in rows if r["model"] == model and "criterion" in r]
+    best_half = max((r for r in mine if r["target_reduction"] == 0.5),
+                    key=lambda r: r["tflite_accuracy"], default=None)
+    if best_half is not None:
+      targets[f"{model}: best -50% MACs within 0.5 pt of fair fp32"] = (
+          best_half["variant"], round(100 * best_half["delta_vs_fair_fp32"], 2),
+          best_half["delta_vs_fair_fp32"] >= -0.005)
+    wins = [(u["variant"], s["tflite_accuracy"] > u["tflite_accuracy"])
+            for u in mine if u["ratios"] == "uniform" for s in mine
+            if s["ratios"] == "sensitivity" and s["criterion"] == u["criterion"]
+            and s["target_reduction"] == u["target_reduction"]]
+    targets[f"{model}: sensitivity beats uniform"] = f"{sum(w for _, w in wins)}/{len(wins)}"
+  for key, value in targets.items():
+    print(f"{key}: {value}")
+  _plot(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
+  write_results(_OUTPUT.value, "prune",
+                f"5-epoch float baseline; each variant fine-tuned {_EXTRA_EPOCHS.value} extra "
+                f"epoch(s) (Adam, cosine decay from {_LEARNING_RATE.value:g}, batch 128), the "
+                "unpruned model too; float32 TFLite accuracy on the full 10,000-image test set; "
+                "median latency of 200 single-image runs, 1 thread", rows, targets=targets)
+
+
+if __name__ == "__main__":
+  app.run(main)
