@@ -18,6 +18,8 @@ def render(results_dir=RESULTS):
   lines = []
   for path in sorted(results_dir.glob("*.json")):
     data = json.loads(path.read_text())
+    if not all("tflite_accuracy" in r and "latency_ms" in r for r in data["results"]):
+      continue  # a check without accuracy and latency rows (e.g. prune_applications.json)
     threads = sorted({int(t) for r in data["results"] for t in r["latency_ms"]})
     lines += [f"**{data['benchmark']}** (`benchmarks/results/{path.name}`; {data['recipe']})", "",
               "| Model | TFLite accuracy | Params | MACs | TFLite KB | " +

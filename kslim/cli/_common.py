@@ -6,12 +6,14 @@ import os
 import numpy as np
 import tensorflow as tf
 from absl import app
+from absl import flags
 
 from kslim import datasets
 from kslim import models
 from kslim._keras import keras
 
-__all__ = ["start", "quiet_tensorflow", "input_model", "load_model", "load_dataset"]
+__all__ = ["start", "quiet_tensorflow", "define_model_flags", "define_dataset_flag",
+           "input_model", "load_model", "load_dataset"]
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -41,6 +43,30 @@ def start(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   quiet_tensorflow()
+
+
+def define_model_flags(what, verb):
+  """Defines the mutually exclusive ``--model`` (a file) and ``--reference`` (a reference model).
+
+  Args:
+    what: what --model must hold, for its help (e.g. "The trained float tf_keras model").
+    verb: what the binary does, for --reference's help (e.g. "Prune").
+
+  Returns:
+    A function that loads the chosen model (call it in ``main``).
+  """
+  model = flags.DEFINE_string("model", None, f"{what} (.keras, .h5 or SavedModel folder).")
+  reference = flags.DEFINE_enum("reference", None, sorted(models.REFERENCE_MODELS),
+                                f"{verb} an untrained reference model instead (for trials).")
+  flags.mark_flags_as_mutual_exclusive(["model", "reference"], required=True)
+  return lambda: input_model(reference.value, model.value)
+
+
+def define_dataset_flag():
+  """Defines ``--dataset``; returns a function that loads it (see `load_dataset`)."""
+  dataset = flags.DEFINE_string("dataset", "fashion_mnist", "'fashion_mnist' or a .npz file "
+                                "with x_train, y_train, x_test, y_test.")
+  return lambda: load_dataset(dataset.value)
 
 
 def input_model(reference, path):

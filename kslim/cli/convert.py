@@ -10,20 +10,15 @@ Example:
 
 from absl import app, flags
 
-from kslim import models
 from kslim._table import format_table
-from kslim.cli._common import input_model, load_dataset, start
+from kslim.cli._common import define_dataset_flag, define_model_flags, start
 from kslim.conversion import Calibration, Mode, convert
 from kslim.conversion.calibration import DEFAULT_PERCENTILE
 from kslim.conversion.representative_data import MIN_SAMPLES
 from kslim.training import accuracy
 from tflite_tools.runner import TFLiteRunner
 
-_MODEL = flags.DEFINE_string("model", None, "The trained float tf_keras model (.keras, .h5 or "
-                             "SavedModel folder).")
-_REFERENCE = flags.DEFINE_enum("reference", None, sorted(models.REFERENCE_MODELS),
-                               "Convert an untrained reference model instead (for trials).")
-flags.mark_flags_as_mutual_exclusive(["model", "reference"], required=True)
+_load_model = define_model_flags("The trained float tf_keras model", "Convert")
 _MODE = flags.DEFINE_enum("mode", "int8", [m.value for m in Mode], "TFLite conversion mode.")
 _CALIBRATION = flags.DEFINE_enum("calibration", "minmax", [c.value for c in Calibration],
                                  "How int8 activation ranges are chosen (minmax: TFLite's).")
@@ -36,8 +31,7 @@ _PER_CHANNEL = flags.DEFINE_bool("per_channel", True, "Per-output-channel int8 k
 _BIAS_CORRECTION = flags.DEFINE_bool("bias_correction", False, "Empirical bias correction.")
 _IO_DTYPE = flags.DEFINE_enum("io_dtype", None, ["int8", "int16", "float32"], "Input/output "
                               "dtype of an integer model (default: the mode's integer type).")
-_DATASET = flags.DEFINE_string("dataset", "fashion_mnist", "'fashion_mnist' or a .npz file with "
-                               "x_train, y_train, x_test, y_test.")
+_load_data = define_dataset_flag()
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the .tflite file.", required=True)
 
 
@@ -56,8 +50,8 @@ def _calibration_needs_int8(values):
 
 def main(argv):
   start(argv)
-  model = input_model(_REFERENCE.value, _MODEL.value)
-  (x_train, _), (x_test, y_test) = load_dataset(_DATASET.value)
+  model = _load_model()
+  (x_train, _), (x_test, y_test) = _load_data()
   content = convert(model, _MODE.value, representative_data=x_train,
                     calibration=_CALIBRATION.value, num_samples=_NUM_SAMPLES.value,
                     per_channel=_PER_CHANNEL.value, bias_correction=_BIAS_CORRECTION.value,

@@ -2,20 +2,15 @@
 
 from absl import app, flags
 
-from kslim import models
 from kslim.profiling import profile
-from kslim.cli._common import input_model, start
+from kslim.cli._common import define_model_flags, start
 
-_MODEL = flags.DEFINE_string("model", None, "A saved tf_keras model (.keras, .h5 or SavedModel "
-                             "folder).")
-_REFERENCE = flags.DEFINE_enum("reference", None, sorted(models.REFERENCE_MODELS),
-                               "Profile a reference model instead of a file.")
-flags.mark_flags_as_mutual_exclusive(["model", "reference"], required=True)
+_load_model = define_model_flags("A saved tf_keras model", "Profile")
 
 
 def main(argv):
   start(argv)
-  model = input_model(_REFERENCE.value, _MODEL.value)
+  model = _load_model()
   print(profile(model))
 
 

@@ -10,21 +10,15 @@ import time
 
 from absl import app, flags, logging
 
-from kslim import models
 from kslim._table import format_table
-from kslim.cli._common import input_model, load_dataset, start
+from kslim.cli._common import define_dataset_flag, define_model_flags, start
 from kslim.conversion import convert
 from kslim.quantization import QuantConfig, quantize, quantizers
 from kslim.training import accuracy, finetune_schedule, fit_classifier
 from tflite_tools.runner import TFLiteRunner
 
-_MODEL = flags.DEFINE_string("model", None, "The trained float tf_keras model (.keras, .h5 or "
-                             "SavedModel folder).")
-_REFERENCE = flags.DEFINE_enum("reference", None, sorted(models.REFERENCE_MODELS),
-                               "Quantize an untrained reference model instead (for trials).")
-flags.mark_flags_as_mutual_exclusive(["model", "reference"], required=True)
-_DATASET = flags.DEFINE_string("dataset", "fashion_mnist", "'fashion_mnist' or a .npz file with "
-                               "x_train, y_train, x_test, y_test.")
+_load_model = define_model_flags("The trained float tf_keras model", "Quantize")
+_load_data = define_dataset_flag()
 _EPOCHS = flags.DEFINE_integer("epochs", 1, "QAT fine-tuning epochs.", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 2e-4, "Peak learning rate (cosine decay "
                                     "to 0).", lower_bound=0.0)
@@ -60,8 +54,8 @@ def _keras_suffix(value):
 
 def main(argv):
   start(argv)
-  model = input_model(_REFERENCE.value, _MODEL.value)
-  (x_train, y_train), (x_test, y_test) = load_dataset(_DATASET.value)
+  model = _load_model()
+  (x_train, y_train), (x_test, y_test) = _load_data()
   float_acc = accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test)
   float_kb = len(convert(model, "float32")) / 1024
   config = QuantConfig(weight_bits=_WEIGHT_BITS.value, activation_bits=_ACTIVATION_BITS.value,

@@ -1,0 +1,62 @@
+"""Tests for the kslim-prune binary."""
+
+import json
+import os
+
+from absl.testing import absltest
+import numpy as np
+
+import kslim
+from kslim._keras import keras
+from tests import fake_fashion_mnist
+from tests.binaries import run_binary
+
+
+def _run(*args):
+  return run_binary("kslim.cli.prune", *args, timeout=300)
+
+
+class PruneBinaryTest(absltest.TestCase):
+
+  def _data(self, tmp):
+    (x_train, y_train), (x_test, y_test) = fake_fashion_mnist.make_split(96, seed=0), \
+        fake_fashion_mnist.make_split(64, seed=1)
+    data = os.path.join(tmp, "data.npz")
+    np.savez(data, x_train=x_train[..., None] / 255.0, y_train=y_train,
+             x_test=x_test[..., None] / 255.0, y_test=y_test)
+    return data
+
+  def test_sensitivity_derived_prune_fine_tunes_and_saves(self):
+    tmp = self.create_tempdir().full_path
+    model_path = os.path.join(tmp, "float.keras")
+    model = kslim.models.reference_cnn(width=0.5)
+    model.save(model_path)
+    output, cache = os.path.join(tmp, "out", "small.keras"), os.path.join(tmp, "sens.json")
+    proc = _run(f"--model={model_path}", f"--dataset={self._data(tmp)}", "--criterion=fpgm",
+                "--flops_reduction=0.5", f"--sensitivity_cache={cache}", "--held_out=64",
+                "--fine_tune_epochs=1", "--batch_size=32", f"--output={output}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertRegex(proc.stdout, r"original\s+[\d,]+\s+[\d,]+\s+\d+\.\d\d%")
+    self.assertRegex(proc.stdout, r"pruned \(fpgm\)\s+[\d,]+\s+[\d,]+\s+\d+\.\d\d%")
+    pruned = keras.models.load_model(output)
+    self.assertLessEqual(kslim.profile(pruned).total_macs, 0.5 * kslim.profile(model).total_macs)
+    self.assertEqual(json.load(open(cache))["criterion"], "fpgm")
+    self.assertTrue(os.path.exists(os.path.join(tmp, "sens.png")))
+
+  def test_flag_errors_name_the_flag(self):
+    proc = _run("--reference=reference_cnn", "--ratio=0.3", "--output=out.tflite")
+    self.assertIn("--output must end in .keras or .h5", proc.stderr)
+    proc = _run("--reference=reference_cnn", "--ratio=1.5", "--output=o.keras")
+    self.assertIn("--ratio must be in [0, 1)", proc.stderr)
+    proc = _run("--reference=reference_cnn", "--ratio=0.3", "--sensitivity_cache=s.json",
+                "--output=o.keras")
+    self.assertIn("--sensitivity_cache needs --flops_reduction", proc.stderr)
+    proc = _run("--reference=reference_cnn", "--ratio=0.3", "--criterion=l3", "--output=o.keras")
+    self.assertIn("criterion", proc.stderr)
+    proc = _run("--reference=reference_cnn", "--output=o.keras")
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn("ratio", proc.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
