@@ -215,7 +215,7 @@ class DependencyGraph:
 
   def filters(self, group):
     """Per creating layer of `group`: (its output filters, the class index of each filter)."""
-    index = {int(r): i for i, r in enumerate(group.classes)}
+    index = _class_index(group)
     out = []
     for layer, atoms in self._created.values():
       if layer.name in group.layers:
@@ -225,7 +225,7 @@ class DependencyGraph:
 
   def channel_scales(self, group):
     """Per batch norm (or other scaled layer) fed by `group`: (scales, class index of each)."""
-    index = {int(r): i for i, r in enumerate(group.classes)}
+    index = _class_index(group)
     out, seen = [], set()
     for op in self.graph.ops:
       rule = self.rule(op.layer)
@@ -281,3 +281,8 @@ class DependencyGraph:
     lines = [f"Dependency groups of {self.graph.name}", table]
     lines += [f"Barrier: {b}" for b in self.barriers]
     return "\n".join(lines)
+
+
+def _class_index(group):
+  """Class root -> its position in ``group.classes``."""
+  return {int(r): i for i, r in enumerate(group.classes)}

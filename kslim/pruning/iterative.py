@@ -43,8 +43,7 @@ def iterative_prune(model, eval_fn, fine_tune, reduction, steps=3, criterion="l1
   Returns:
     The pruned, fine-tuned model.
   """
-  if not 0.0 < reduction < 1.0:
-    raise ValueError(f"reduction must be in (0, 1), got {reduction!r}")
+  sensitivity_lib.check_reduction(reduction)
   workdir = pathlib.Path(workdir) if workdir is not None else None
   base = DependencyGraph(model).macs()
   current = model
@@ -90,8 +89,7 @@ class PruningCallback(keras.callbacks.Callback):
 
   def __init__(self, reduction, criterion="l1", start_epoch=0, end_epoch=None, align=1):
     super().__init__()
-    if not 0.0 < reduction < 1.0:
-      raise ValueError(f"reduction must be in (0, 1), got {reduction!r}")
+    sensitivity_lib.check_reduction(reduction)
     self.reduction, self.criterion, self.align = reduction, criterion, align
     self.start_epoch, self.end_epoch = start_epoch, end_epoch
     self.graph = None

@@ -35,13 +35,12 @@ class Plan:
 
   def roots(self):
     """The union-find roots of every removed class."""
-    groups = {g.name: g for g in self.graph.groups}
-    return [int(groups[name].classes[i]) for name, idx in self.removed.items() for i in idx]
+    return [int(self.graph.group(name).classes[i])
+            for name, idx in self.removed.items() for i in idx]
 
   def kept(self, name):
     """Channels the group `name` keeps."""
-    group = next(g for g in self.graph.groups if g.name == name)
-    return group.size - len(self.removed.get(name, ()))
+    return self.graph.group(name).size - len(self.removed.get(name, ()))
 
   def __str__(self):
     rows = [[g.name, str(g.size), str(self.kept(g.name)), self.skipped.get(g.name, "")]
@@ -85,13 +84,15 @@ def _check_ratio(ratio, what):
     raise ValueError(f"{what} must be a number in [0, 1), got {ratio!r}")
 
 
-def plan(graph, ratios, criterion="l1", align=1, skip=()):
+def plan(graph, ratios, criterion="l1", align=1, skip=(), scores=None):
   """Chooses the classes to remove in each group.
 
   Args:
     graph: a `DependencyGraph`.
     ratios, align, skip: as for `prune`.
     criterion: a `criteria.Criterion` value.
+    scores: optional dict that caches each group's class scores (or why the criterion cannot
+      rank it) across calls on unchanged weights, e.g. while a search tries many ratios.
 
   Returns:
     A `Plan`.
@@ -100,6 +101,7 @@ def plan(graph, ratios, criterion="l1", align=1, skip=()):
   if not isinstance(align, int) or align < 1:
     raise ValueError(f"align must be a positive integer, got {align!r}")
   removed, skipped = {}, {}
+  scores = {} if scores is None else scores
   by_group = resolve_ratios(graph, ratios, skip)
   for group in graph.groups:
     ratio = by_group.get(group.name, 0.0)
@@ -108,13 +110,16 @@ def plan(graph, ratios, criterion="l1", align=1, skip=()):
     if group.prunable == 0:
       skipped[group.name] = "all channels pinned: " + "; ".join(group.reasons)
       continue
-    try:
-      scores = criteria.scores(criterion, graph, group)
-    except criteria.NotApplicable as reason:
-      skipped[group.name] = f"{criterion.value}: {reason}"
-      logging.info("pruning leaves group %s whole: %s", group.name, skipped[group.name])
+    if group.name not in scores:
+      try:
+        scores[group.name] = criteria.scores(criterion, graph, group)
+      except criteria.NotApplicable as reason:
+        scores[group.name] = f"{criterion.value}: {reason}"
+        logging.info("pruning leaves group %s whole: %s", group.name, scores[group.name])
+    if isinstance(scores[group.name], str):
+      skipped[group.name] = scores[group.name]
       continue
-    chosen = criteria.select(criterion, scores, group.pinned, ratio, align)
+    chosen = criteria.select(criterion, scores[group.name], group.pinned, ratio, align)
     if len(chosen):
       removed[group.name] = chosen
   return Plan(graph, removed, skipped)

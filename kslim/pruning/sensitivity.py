@@ -25,8 +25,8 @@ from kslim.pruning import prune as prune_lib
 from kslim.pruning import surgery
 from kslim.pruning.graph import DependencyGraph
 
-__all__ = ["DEFAULT_RATIOS", "Sensitivity", "sensitivity", "ratios_for_loss",
-           "ratios_for_flops", "uniform_ratio_for_flops", "plot_sensitivity"]
+__all__ = ["DEFAULT_RATIOS", "Sensitivity", "sensitivity", "check_reduction",
+           "ratios_for_loss", "ratios_for_flops", "uniform_ratio_for_flops", "plot_sensitivity"]
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -161,6 +161,12 @@ def ratios_for_loss(sens, max_loss):
   return out
 
 
+def check_reduction(reduction):
+  """Raises a ValueError unless `reduction` (a share of MACs to remove) is in (0, 1)."""
+  if not 0.0 < reduction < 1.0:
+    raise ValueError(f"reduction must be in (0, 1), got {reduction!r}")
+
+
 def _search(macs_of, target, low, high, steps=40):
   """Bisection on a knob whose MACs fall as it grows: the smallest value reaching `target`."""
   if macs_of(high) > target:
@@ -191,30 +197,31 @@ def ratios_for_flops(sens, reduction=0.5, criterion=None):
   """
   if sens.graph is None:
     raise ValueError("this Sensitivity has no model: load it with Sensitivity.load(path, model)")
-  if not 0.0 < reduction < 1.0:
-    raise ValueError(f"reduction must be in (0, 1), got {reduction!r}")
+  check_reduction(reduction)
   graph, criterion = sens.graph, criterion or sens.criterion
-  target = (1.0 - reduction) * graph.macs()
+  base, scores = graph.macs(), {}
+  target = (1.0 - reduction) * base
 
   def macs_of(budget):
-    return graph.macs(prune_lib.plan(graph, ratios_for_loss(sens, budget), criterion).roots())
+    chosen = prune_lib.plan(graph, ratios_for_loss(sens, budget), criterion, scores=scores)
+    return graph.macs(chosen.roots())
 
   top = max([float(np.max(sens.losses(g)[1])) for g in sens.metrics] + [0.0]) + 1e-6
   budget = _search(macs_of, target, min(0.0, -top), top)
-  ratios = ratios_for_loss(sens, budget)
-  if macs_of(budget) > target:
+  reached = macs_of(budget)
+  if reached > target:
     logging.warning("the measured ratios reach only %.0f%% fewer MACs, not %.0f%%",
-                    100 * (1 - macs_of(budget) / graph.macs()), 100 * reduction)
-  return ratios
+                    100 * (1 - reached / base), 100 * reduction)
+  return ratios_for_loss(sens, budget)
 
 
 def uniform_ratio_for_flops(graph, reduction, criterion="l1", align=1):
   """The smallest uniform ratio that removes `reduction` of the MACs of `graph`'s model."""
-  if not 0.0 < reduction < 1.0:
-    raise ValueError(f"reduction must be in (0, 1), got {reduction!r}")
-  target = (1.0 - reduction) * graph.macs()
-  return _search(lambda r: graph.macs(prune_lib.plan(graph, r, criterion, align).roots()),
-                 target, 0.0, 0.95)
+  check_reduction(reduction)
+  target, scores = (1.0 - reduction) * graph.macs(), {}
+  return _search(
+      lambda r: graph.macs(prune_lib.plan(graph, r, criterion, align, scores=scores).roots()),
+      target, 0.0, 0.95)
 
 
 def plot_sensitivity(sens, path):

@@ -102,6 +102,11 @@ class SensitivityTest(absltest.TestCase):
     macs = kslim.profile(kslim.prune(model, ratio)).total_macs
     self.assertLessEqual(macs, 0.5 * base)
     self.assertGreater(macs, 0.4 * base)
+    for bad in (lambda: kslim.pruning.uniform_ratio_for_flops(graph, 1.0),
+                lambda: kslim.pruning.ratios_for_flops(sens, 0.0),
+                lambda: kslim.pruning.PruningCallback(1.5)):
+      with self.assertRaisesRegex(ValueError, r"reduction must be in \(0, 1\)"):
+        bad()
 
 
 def _fine_tune(model):
