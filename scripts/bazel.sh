@@ -19,6 +19,7 @@ exec bazel "$cmd" \
   --test_env=TF_USE_LEGACY_KERAS=1 \
   --test_env=TF_CPP_MIN_LOG_LEVEL=2 \
   --test_env=HOME \
+  --test_env=KSLIM_AARCH64_ROOT \
   --test_output=errors \
   --local_test_jobs=2 \
   "$@"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# README command 2: set up (idempotent, Bazel included) and run every test:
-# pytest over tests/, then `bazel build //...` and `bazel test //...` offline.
+# README command 2: set up (idempotent, Bazel and the emulated aarch64 Python included) and run
+# every test: pytest over tests/, then `bazel build //...` and `bazel test //...` offline.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh --bazel
+bash scripts/aarch64_env.sh   # ARM kernels under QEMU for tests/tflite_tools
 export TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2
 
 echo "== pytest"

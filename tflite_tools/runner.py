@@ -3,9 +3,10 @@
 import pathlib
 
 import numpy as np
-from ai_edge_litert import interpreter as litert
 
-__all__ = ["TFLiteRunner", "load_model_bytes"]
+from tflite_tools.harness import dequantize, make_interpreter, quantize
+
+__all__ = ["TFLiteRunner", "load_model_bytes", "quantize", "dequantize"]
 
 # A TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
 _IDENTIFIER = b"TFL3"
@@ -51,12 +52,8 @@ class TFLiteRunner:
         `intermediates`; implies the builtin kernels, as a delegate hides its tensors).
     """
     self.content = load_model_bytes(model)
-    resolver = (litert.OpResolverType.AUTO if use_xnnpack and not preserve_all_tensors
-                else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    self.interpreter = litert.Interpreter(model_content=self.content, num_threads=num_threads,
-                                          experimental_op_resolver_type=resolver,
-                                          experimental_preserve_all_tensors=preserve_all_tensors)
-    self.interpreter.allocate_tensors()
+    self.interpreter = make_interpreter(self.content, num_threads, use_xnnpack,
+                                        preserve_all_tensors)
     self._batch = None
 
   @property
@@ -124,21 +121,3 @@ class TFLiteRunner:
         continue
       result.append((detail, dequantize(value, detail)))
     return result
-
-
-def quantize(x, detail):
-  """Float `x` to the dtype of the tensor described by `detail` (affine, per tensor)."""
-  dtype = detail["dtype"]
-  scale, zero_point = detail["quantization"]
-  if np.issubdtype(dtype, np.integer) and scale:
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-  return np.asarray(x, dtype)
-
-
-def dequantize(y, detail):
-  """The float value of tensor data `y` described by `detail`."""
-  scale, zero_point = detail["quantization"]
-  if np.issubdtype(y.dtype, np.integer) and scale:
-    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
-  return np.asarray(y, np.float32)

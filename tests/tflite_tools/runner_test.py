@@ -6,7 +6,7 @@ from absl.testing import absltest
 
 from kslim import models
 from kslim._keras import keras
-from tflite_tools import benchmark_lib, runner
+from tflite_tools import runner
 
 
 _CALIBRATION = np.random.default_rng(0).random((32, 4), dtype=np.float32)
@@ -70,24 +70,6 @@ class RunnerTest(absltest.TestCase):
     path = self.create_tempfile(content="not a flatbuffer").full_path
     with self.assertRaisesRegex(ValueError, r"is not a TFLite model"):
       runner.TFLiteRunner(path)
-
-
-class LatencyTest(absltest.TestCase):
-
-  def test_stats_are_ordered_and_complete(self):
-    _, content = _int8_model_bytes()
-    stats = benchmark_lib.measure_latency(content, threads=1, warmup=2, runs=15)
-    self.assertEqual(stats.runs, 15)
-    self.assertTrue(0 < stats.min_ms <= stats.median_ms <= stats.p90_ms)
-    self.assertGreaterEqual(stats.mean_ms, stats.min_ms)
-    self.assertGreater(stats.init_ms, 0)
-    self.assertEqual(set(stats.to_dict()), {"threads", "xnnpack", "init_ms", "min_ms",
-                                            "median_ms", "p90_ms", "mean_ms", "std_ms", "runs"})
-
-  def test_random_inputs_follow_the_signature(self):
-    _, content = _int8_model_bytes()
-    (array,) = benchmark_lib.random_inputs(runner.TFLiteRunner(content))
-    self.assertEqual((array.shape, array.dtype), ((1, 4), np.int8))
 
 
 if __name__ == "__main__":

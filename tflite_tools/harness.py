@@ -1,0 +1,222 @@
+"""The on-target half of tflite_tools: time and run .tflite models with LiteRT where they live.
+
+This module needs only the standard library, numpy and `ai_edge_litert`, so `targets` can ship
+its source to any Python that has LiteRT (a board over ``ssh``, an emulated aarch64 Python) and
+drive it there: the request is one JSON object on stdin, the reply one JSON object on stdout.
+Locally the same functions run in process, so every target measures the same way.
+
+Request: ``{"models": [{"name", "content" (base64)}], "threads": [1, 2], "xnnpack": [true],
+"warmup": 20, "runs": 100, "seed": 0, "inputs": [npy base64, ...] | null,
+"predict": [npy base64, ...] | null}``. Reply: ``{"machine", "litert", "results": [...],
+"outputs": {name: [npy base64, ...]}}``.
+"""
+
+import base64
+import io
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+from ai_edge_litert import interpreter as litert
+
+__all__ = ["make_interpreter", "quantize", "dequantize", "random_inputs", "measure", "predict",
+           "serve", "encode_array", "decode_array"]
+
+
+def make_interpreter(content, threads=None, use_xnnpack=True, preserve_all_tensors=False):
+  """A LiteRT interpreter over flatbuffer bytes, tensors allocated.
+
+  Args:
+    content: the .tflite bytes.
+    threads: interpreter threads (None: LiteRT's default).
+    use_xnnpack: False runs the builtin kernels without the default XNNPACK delegate.
+    preserve_all_tensors: keep intermediate tensors readable (implies the builtin kernels, as a
+      delegate hides its tensors).
+  """
+  resolver = (litert.OpResolverType.AUTO if use_xnnpack and not preserve_all_tensors
+              else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+  interpreter = litert.Interpreter(model_content=content, num_threads=threads,
+                                   experimental_op_resolver_type=resolver,
+                                   experimental_preserve_all_tensors=preserve_all_tensors)
+  interpreter.allocate_tensors()
+  return interpreter
+
+
+def quantize(x, detail):
+  """Float `x` to the dtype of the tensor described by `detail` (affine, per tensor)."""
+  dtype = detail["dtype"]
+  scale, zero_point = detail["quantization"]
+  if np.issubdtype(dtype, np.integer) and scale:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+  return np.asarray(x, dtype)
+
+
+def dequantize(y, detail):
+  """The float value of tensor data `y` described by `detail`."""
+  scale, zero_point = detail["quantization"]
+  if np.issubdtype(y.dtype, np.integer) and scale:
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+  return np.asarray(y, np.float32)
+
+
+def random_inputs(input_details, seed=0, batch=1):
+  """Inputs matching a model's signature, in each input tensor's own dtype.
+
+  Integer (int8/uint8/int16) inputs cover their whole range; float inputs are uniform in [0, 1).
+  """
+  rng = np.random.default_rng(seed)
+  arrays = []
+  for detail in input_details:
+    shape = [batch] + [int(d) for d in detail["shape"][1:]]
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.integer):
+      info = np.iinfo(dtype)
+      arrays.append(rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype))
+    else:
+      arrays.append(rng.random(shape, dtype=np.float32).astype(dtype))
+  return arrays
+
+
+def _status_mb(field):
+  """A ``VmRSS``/``VmHWM`` line of /proc/self/status in MB, or None off Linux."""
+  try:
+    with open("/proc/self/status") as status:
+      for line in status:
+        if line.startswith(field + ":"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return None
+
+
+def _reset_peak_rss():
+  """Resets the process's peak RSS (Linux: writing 5 to clear_refs); False where impossible."""
+  try:
+    with open("/proc/self/clear_refs", "w") as refs:
+      refs.write("5")
+    return True
+  except OSError:
+    return False
+
+
+def _set_inputs(interpreter, arrays):
+  details = interpreter.get_input_details()
+  if len(arrays) != len(details):
+    raise ValueError(f"the model has {len(details)} inputs, got {len(arrays)} input arrays")
+  for array, detail in zip(arrays, details):
+    want = tuple(int(d) for d in detail["shape"][1:])
+    if tuple(array.shape[1:]) != want:
+      raise ValueError(f"input {detail['name']!r} expects examples of shape {want}, got "
+                       f"{tuple(array.shape[1:])}")
+    if list(detail["shape"]) != list(array.shape):
+      interpreter.resize_tensor_input(detail["index"], list(array.shape), strict=False)
+  interpreter.allocate_tensors()
+  for array, detail in zip(arrays, interpreter.get_input_details()):
+    interpreter.set_tensor(detail["index"], array.astype(detail["dtype"], copy=False))
+
+
+def measure(content, threads=1, use_xnnpack=True, warmup=20, runs=100, inputs=None, seed=0):
+  """Times single-example inference of one model.
+
+  Args:
+    content: the .tflite bytes.
+    threads: interpreter thread count.
+    use_xnnpack: False disables LiteRT's default XNNPACK delegate.
+    warmup: untimed runs first (caches, XNNPACK weight packing).
+    runs: timed runs.
+    inputs: one array per model input (batch 1, the input's own dtype); None generates them
+      from the model's signature with `seed`.
+    seed: for generated inputs.
+
+  Returns:
+    A dict: ``init_ms`` (interpreter creation and tensor allocation), ``min_ms``,
+    ``median_ms``, ``p90_ms``, ``mean_ms``, ``std_ms``, ``runs``, and ``peak_memory_mb``: how
+    far the process's peak RSS rose above its RSS before the interpreter was made (None where the
+    peak cannot be reset, i.e. off Linux).
+  """
+  peak_known = _reset_peak_rss()
+  base_mb = _status_mb("VmRSS")
+  start = time.perf_counter()
+  interpreter = make_interpreter(content, threads, use_xnnpack)
+  init_ms = (time.perf_counter() - start) * 1e3
+  arrays = inputs if inputs is not None else random_inputs(interpreter.get_input_details(), seed)
+  _set_inputs(interpreter, arrays)
+  for _ in range(warmup):
+    interpreter.invoke()
+  times = np.empty(runs)
+  for i in range(runs):
+    start = time.perf_counter()
+    interpreter.invoke()
+    times[i] = (time.perf_counter() - start) * 1e3
+  peak_mb = _status_mb("VmHWM") if peak_known else None
+  return {"init_ms": init_ms, "min_ms": float(times.min()), "median_ms": float(np.median(times)),
+          "p90_ms": float(np.percentile(times, 90)), "mean_ms": float(times.mean()),
+          "std_ms": float(times.std()), "runs": runs,
+          "peak_memory_mb": None if peak_mb is None or base_mb is None else peak_mb - base_mb}
+
+
+def predict(content, inputs, threads=None, use_xnnpack=True):
+  """Runs one model on float `inputs` (one array per model input, any batch).
+
+  Integer inputs are quantized with the input tensor's scale and zero point and integer outputs
+  dequantized, so the result is comparable across models and machines.
+
+  Returns:
+    One float32 array per model output.
+  """
+  interpreter = make_interpreter(content, threads, use_xnnpack)
+  _set_inputs(interpreter, [quantize(x, d) for x, d in
+                            zip(inputs, interpreter.get_input_details())])
+  interpreter.invoke()
+  return [dequantize(interpreter.get_tensor(d["index"]), d)
+          for d in interpreter.get_output_details()]
+
+
+def encode_array(array):
+  """An array as base64 .npy text (the JSON protocol's array format)."""
+  buffer = io.BytesIO()
+  np.save(buffer, np.asarray(array), allow_pickle=False)
+  return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_array(text):
+  """The inverse of `encode_array`."""
+  return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+
+
+def serve(request):
+  """Answers one request (see the module docstring): timings and, if asked, outputs."""
+  results, outputs = [], {}
+  inputs = ([decode_array(a) for a in request["inputs"]] if request.get("inputs") else None)
+  examples = ([decode_array(a) for a in request["predict"]] if request.get("predict") else None)
+  for model in request["models"]:
+    content = base64.b64decode(model["content"])
+    for threads in request.get("threads", [1]):
+      for use_xnnpack in request.get("xnnpack", [True]):
+        stats = measure(content, threads, use_xnnpack, request.get("warmup", 20),
+                        request.get("runs", 100), inputs, request.get("seed", 0))
+        results.append({"model": model["name"], "threads": threads, "xnnpack": use_xnnpack,
+                        **stats})
+    if examples is not None:
+      outputs[model["name"]] = [encode_array(y) for y in predict(content, examples, threads=1)]
+  return {"machine": platform.machine(), "python": platform.python_version(),
+          "litert": _litert_version(), "results": results, "outputs": outputs}
+
+
+def _litert_version():
+  try:
+    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    return metadata.version("ai-edge-litert")
+  except Exception:  # pylint: disable=broad-except  # a sys.path install without metadata
+    return "unknown"
+
+
+def main():
+  json.dump(serve(json.load(sys.stdin)), sys.stdout)
+
+
+if __name__ == "__main__":
+  main()
