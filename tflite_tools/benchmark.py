@@ -80,10 +80,13 @@ def main(argv):
     raise app.UsageError("name one or more .tflite files")
   target = _target()
   inputs = [np.load(p) for p in _INPUTS.value] if _INPUTS.value else None
-  results = benchmark_lib.benchmark(
-      models, threads=[int(t) for t in _THREADS.value],
-      xnnpack=[v == "on" for v in _XNNPACK.value], warmup=_WARMUP.value, runs=_RUNS.value,
-      inputs=inputs, target=target)
+  try:
+    results = benchmark_lib.benchmark(
+        models, threads=[int(t) for t in _THREADS.value],
+        xnnpack=[v == "on" for v in _XNNPACK.value], warmup=_WARMUP.value, runs=_RUNS.value,
+        inputs=inputs, target=target)
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(str(e)) from e
   agreement_rows = []
   if not isinstance(target, (Local, Adb)) and _AGREEMENT.value:
     agreement_rows = benchmark_lib.agreement(models, target, examples=_AGREEMENT.value)

@@ -12,9 +12,10 @@ CALIBRATION = np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32)
 
 
 def classifier(seed=0):
-  """An 8x8x1 -> 3-class conv net, weights fixed by `seed`."""
+  """An 8x8x1 -> 3-class conv net, weights (biases too, so no two buffers are equal and the
+  converter deduplicates none) fixed by `seed`."""
   keras.utils.set_random_seed(seed)
-  return keras.Sequential([
+  model = keras.Sequential([
       keras.Input((8, 8, 1)),
       keras.layers.Conv2D(4, 3, activation="relu"),
       keras.layers.DepthwiseConv2D(3, padding="same"),
@@ -22,6 +23,10 @@ def classifier(seed=0):
       keras.layers.Flatten(),
       keras.layers.Dense(3),
   ])
+  rng = np.random.default_rng(seed)
+  model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(np.float32) if w.ndim == 1 else w
+                     for w in model.get_weights()])
+  return model
 
 
 def float_bytes(model):
