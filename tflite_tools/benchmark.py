@@ -13,9 +13,11 @@ also compare their outputs with this machine's (max |diff|, top-1 agreement).
 import numpy as np
 from absl import app, flags
 
-from tflite_tools import benchmark_lib
+from tflite_tools import benchmark_lib, targets
 from tflite_tools.adb import Adb
-from tflite_tools.targets import EmulatedAarch64, Local, Remote
+from tflite_tools.targets import Local
+
+targets.define_flags()
 
 _THREADS = flags.DEFINE_list("threads", ["1"], "Thread counts, e.g. 1,2,4.")
 _XNNPACK = flags.DEFINE_list("xnnpack", ["on"], "XNNPACK settings to measure: on, off or on,off.")
@@ -25,13 +27,6 @@ _INPUTS = flags.DEFINE_list("inputs", None, "One .npy file per model input (batc
                             "input's dtype); default: random inputs from the signature.")
 _JSON = flags.DEFINE_string("json", None, "Write the results as JSON here.")
 _CSV = flags.DEFINE_string("csv", None, "Write the results as CSV here.")
-_ARCH = flags.DEFINE_enum("arch", "native", ["native", "aarch64-emulated"],
-                          "aarch64-emulated: run on an aarch64 Python under QEMU (built by "
-                          "scripts/aarch64_env.sh); for correctness, not ARM timings.")
-_REMOTE = flags.DEFINE_string("remote", None, "Command prefix reaching an aarch64/x86 Linux "
-                              "board with ai-edge-litert, e.g. 'ssh board'.")
-_REMOTE_PYTHON = flags.DEFINE_string("remote_python", "python3", "The Python on the --remote "
-                                     "board.")
 _ADB = flags.DEFINE_bool("adb", False, "Run TFLite's benchmark_model on an Android device.")
 _BINARY = flags.DEFINE_string("benchmark_binary", None, "The device's benchmark_model (--adb).")
 _SERIAL = flags.DEFINE_string("adb_serial", None, "Device serial for --adb.")
@@ -67,11 +62,8 @@ def _valid_xnnpack(values):
 def _target():
   if _ADB.value:
     return Adb(_BINARY.value, serial=_SERIAL.value)
-  if _REMOTE.value:
-    return Remote(_REMOTE.value, python=_REMOTE_PYTHON.value)
-  if _ARCH.value == "aarch64-emulated":
-    return EmulatedAarch64()
-  return Local()
+  options = flags.FLAGS
+  return targets.from_options(options.remote, options.remote_python, options.arch)
 
 
 def main(argv):

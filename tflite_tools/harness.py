@@ -6,7 +6,7 @@ drive it there: the request is one JSON object on stdin, the reply one JSON obje
 Locally the same functions run in process, so every target measures the same way.
 
 Request: ``{"models": [{"name", "content" (base64)}], "threads": [1, 2], "xnnpack": [true],
-"warmup": 20, "runs": 100, "seed": 0, "inputs": [npy base64, ...] | null,
+"warmup": 20, "runs": 100, "min_ms": 0, "seed": 0, "inputs": [npy base64, ...] | null,
 "predict": [npy base64, ...] | null}``. Reply: ``{"machine", "litert", "results": [...],
 "outputs": {name: [npy base64, ...]}}``.
 """
@@ -118,7 +118,8 @@ def _set_inputs(interpreter, arrays):
     interpreter.set_tensor(detail["index"], array.astype(detail["dtype"], copy=False))
 
 
-def measure(content, threads=1, use_xnnpack=True, warmup=20, runs=100, inputs=None, seed=0):
+def measure(content, threads=1, use_xnnpack=True, warmup=20, runs=100, inputs=None, seed=0,
+            min_ms=0.0):
   """Times single-example inference of one model.
 
   Args:
@@ -130,6 +131,8 @@ def measure(content, threads=1, use_xnnpack=True, warmup=20, runs=100, inputs=No
     inputs: one array per model input (batch 1, the input's own dtype); None generates them
       from the model's signature with `seed`.
     seed: for generated inputs.
+    min_ms: keep warming up, then keep timing, until each phase also lasted this long (for
+      microsecond ops, whose first hundreds of runs are still warming caches and clocks).
 
   Returns:
     A dict: ``init_ms`` (interpreter creation and tensor allocation), ``min_ms``,
@@ -144,17 +147,21 @@ def measure(content, threads=1, use_xnnpack=True, warmup=20, runs=100, inputs=No
   init_ms = (time.perf_counter() - start) * 1e3
   arrays = inputs if inputs is not None else random_inputs(interpreter.get_input_details(), seed)
   _set_inputs(interpreter, arrays)
-  for _ in range(warmup):
+  count, start = 0, time.perf_counter()
+  while count < warmup or (time.perf_counter() - start) * 1e3 < min_ms:
     interpreter.invoke()
-  times = np.empty(runs)
-  for i in range(runs):
+    count += 1
+  times, total = [], 0.0
+  while len(times) < runs or total < min_ms:
     start = time.perf_counter()
     interpreter.invoke()
-    times[i] = (time.perf_counter() - start) * 1e3
+    times.append((time.perf_counter() - start) * 1e3)
+    total += times[-1]
+  times = np.asarray(times)
   peak_mb = _status_mb("VmHWM") if peak_known else None
   return {"init_ms": init_ms, "min_ms": float(times.min()), "median_ms": float(np.median(times)),
           "p90_ms": float(np.percentile(times, 90)), "mean_ms": float(times.mean()),
-          "std_ms": float(times.std()), "runs": runs,
+          "std_ms": float(times.std()), "runs": len(times),
           "peak_memory_mb": None if peak_mb is None or base_mb is None else peak_mb - base_mb}
 
 
@@ -197,7 +204,8 @@ def serve(request):
     for threads in request.get("threads", [1]):
       for use_xnnpack in request.get("xnnpack", [True]):
         stats = measure(content, threads, use_xnnpack, request.get("warmup", 20),
-                        request.get("runs", 100), inputs, request.get("seed", 0))
+                        request.get("runs", 100), inputs, request.get("seed", 0),
+                        request.get("min_ms", 0.0))
         results.append({"model": model["name"], "threads": threads, "xnnpack": use_xnnpack,
                         **stats})
     if examples is not None:

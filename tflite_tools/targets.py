@@ -16,7 +16,8 @@ import sys
 
 from tflite_tools import harness
 
-__all__ = ["Target", "Local", "Remote", "EmulatedAarch64", "TargetError", "aarch64_root"]
+__all__ = ["Target", "Local", "Remote", "EmulatedAarch64", "TargetError", "aarch64_root",
+           "define_flags", "from_options"]
 
 _HARNESS_SOURCE = pathlib.Path(harness.__file__).read_text()
 
@@ -136,3 +137,25 @@ class EmulatedAarch64(Remote):
 
   def environment(self):
     return {"PYTHONPATH": str(self.root / "site"), "PYTHONNOUSERSITE": "1"}
+
+
+def define_flags():
+  """Defines the binaries' shared --remote, --remote_python and --arch flags."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("arch", "native", ["native", "aarch64-emulated"],
+                    "aarch64-emulated: run on an aarch64 Python under QEMU (built by "
+                    "scripts/aarch64_env.sh); for correctness, not ARM timings.")
+  flags.DEFINE_string("remote", None, "Command prefix reaching a Linux board with "
+                      "ai-edge-litert, e.g. 'ssh board'.")
+  flags.DEFINE_string("remote_python", "python3", "The Python on the --remote board.")
+
+
+def from_options(remote=None, remote_python="python3", arch="native"):
+  """The target the --remote / --arch flags name (this machine when neither is given)."""
+  if remote and arch != "native":
+    raise ValueError("--remote and --arch=aarch64-emulated exclude each other")
+  if remote:
+    return Remote(remote, python=remote_python)
+  if arch == "aarch64-emulated":
+    return EmulatedAarch64()
+  return Local()
