@@ -50,6 +50,10 @@ setuptools.setup(
             "kslim-profile=kslim.cli.profile:run",
             "kslim-prune=kslim.cli.prune:run",
             "kslim-quantize=kslim.cli.quantize:run",
+            "tflite-analyze=tflite_tools.analyze:run",
+            "tflite-benchmark=tflite_tools.benchmark:run",
+            "tflite-compare=tflite_tools.compare:run",
+            "tflite-latency-table=tflite_tools.latency_table:run",
         ],
     },
     classifiers=[

@@ -70,18 +70,20 @@ def main(argv):
   models = argv[1:]
   if not models:
     raise app.UsageError("name one or more .tflite files")
-  target = _target()
   inputs = [np.load(p) for p in _INPUTS.value] if _INPUTS.value else None
   try:
+    target = _target()
     results = benchmark_lib.benchmark(
         models, threads=[int(t) for t in _THREADS.value],
         xnnpack=[v == "on" for v in _XNNPACK.value], warmup=_WARMUP.value, runs=_RUNS.value,
         inputs=inputs, target=target)
+    agreement_rows = []
+    if not isinstance(target, (Local, Adb)) and _AGREEMENT.value:
+      agreement_rows = benchmark_lib.agreement(models, target, examples=_AGREEMENT.value)
   except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(str(e)) from e
-  agreement_rows = []
-  if not isinstance(target, (Local, Adb)) and _AGREEMENT.value:
-    agreement_rows = benchmark_lib.agreement(models, target, examples=_AGREEMENT.value)
+  except targets.TargetError as e:
+    raise SystemExit(f"tflite-benchmark: {e}") from e
   print(benchmark_lib.format_table(results, agreement_rows))
   if _JSON.value:
     benchmark_lib.write_json(results, _JSON.value, agreement_rows)

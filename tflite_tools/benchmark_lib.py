@@ -149,7 +149,7 @@ def agreement(models, target, inputs=None, examples=64, reference=None):
   Returns:
     One dict per model: ``model``, ``max_abs_diff``, ``mean_abs_diff`` (over every output
     element), ``top1_agreement`` (argmax over the last axis of the first output), the number of
-    examples, and both machines.
+    examples, and both machines and LiteRT versions.
   """
   reference = reference or Local()
   rows = []
@@ -161,7 +161,8 @@ def agreement(models, target, inputs=None, examples=64, reference=None):
     b = [harness.decode_array(y) for y in want["outputs"][name]]
     diffs = np.concatenate([np.abs(p - q).ravel() for p, q in zip(a, b)])
     rows.append({"model": name, "target": target.name, "target_machine": got["machine"],
-                 "reference": reference.name, "reference_machine": want["machine"],
+                 "target_litert": got["litert"], "reference": reference.name,
+                 "reference_machine": want["machine"], "reference_litert": want["litert"],
                  "examples": int(len(x[0])), "max_abs_diff": float(diffs.max()),
                  "mean_abs_diff": float(diffs.mean()),
                  "top1_agreement": float(np.mean(a[0].argmax(-1) == b[0].argmax(-1)))})

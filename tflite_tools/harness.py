@@ -6,9 +6,10 @@ drive it there: the request is one JSON object on stdin, the reply one JSON obje
 Locally the same functions run in process, so every target measures the same way.
 
 Request: ``{"models": [{"name", "content" (base64)}], "threads": [1, 2], "xnnpack": [true],
-"warmup": 20, "runs": 100, "min_ms": 0, "seed": 0, "inputs": [npy base64, ...] | null,
+"warmup": 20, "runs": 100, "min_ms": 0, "seed": 0, "skip_errors": false, "inputs": [npy base64, ...] | null,
 "predict": [npy base64, ...] | null}``. Reply: ``{"machine", "litert", "results": [...],
-"outputs": {name: [npy base64, ...]}}``.
+"outputs": {name: [npy base64, ...]}}``; with ``skip_errors`` a model LiteRT cannot run
+gets a result row with its ``error`` instead of failing the request.
 """
 
 import base64
@@ -70,7 +71,8 @@ def random_inputs(input_details, seed=0, batch=1):
   rng = np.random.default_rng(seed)
   arrays = []
   for detail in input_details:
-    shape = [batch] + [int(d) for d in detail["shape"][1:]]
+    shape = [int(d) for d in detail["shape"]]
+    shape = [batch] + shape[1:] if shape else []  # a scalar input has no batch axis
     dtype = detail["dtype"]
     if np.issubdtype(dtype, np.integer):
       info = np.iinfo(dtype)
@@ -203,11 +205,16 @@ def serve(request):
     content = base64.b64decode(model["content"])
     for threads in request.get("threads", [1]):
       for use_xnnpack in request.get("xnnpack", [True]):
-        stats = measure(content, threads, use_xnnpack, request.get("warmup", 20),
-                        request.get("runs", 100), inputs, request.get("seed", 0),
-                        request.get("min_ms", 0.0))
-        results.append({"model": model["name"], "threads": threads, "xnnpack": use_xnnpack,
-                        **stats})
+        row = {"model": model["name"], "threads": threads, "xnnpack": use_xnnpack}
+        try:
+          row.update(measure(content, threads, use_xnnpack, request.get("warmup", 20),
+                             request.get("runs", 100), inputs, request.get("seed", 0),
+                             request.get("min_ms", 0.0)))
+        except (RuntimeError, ValueError) as e:
+          if not request.get("skip_errors"):
+            raise
+          row["error"] = str(e).strip().splitlines()[-1]
+        results.append(row)
     if examples is not None:
       outputs[model["name"]] = [encode_array(y) for y in predict(content, examples, threads=1)]
   return {"machine": platform.machine(), "python": platform.python_version(),

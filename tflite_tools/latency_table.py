@@ -18,6 +18,7 @@ Example:
 """
 
 import base64
+import copy
 import dataclasses
 import itertools
 import json
@@ -26,7 +27,7 @@ import pathlib
 
 import flatbuffers
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ai_edge_litert import schema_py_generated as schema
 
 from tflite_tools import targets
@@ -149,36 +150,47 @@ def _pack(model_t):
 def single_op_models(model):
   """One model per distinct op of `model` (path or bytes), cut out of its flatbuffer.
 
-  Each keeps the op, its constant inputs (weights, with their values) and its quantization;
-  its non-constant inputs become the model's inputs. Ops reading a subgraph (WHILE, IF) or a
-  variable are skipped.
+  Each keeps the op, its constant inputs (weights, with their values; no other buffer) and
+  its quantization; its non-constant inputs become the model's inputs. Ops reading a subgraph
+  (WHILE, IF) or a variable are skipped.
   """
   content = load_model_bytes(model)
-  signatures = op_signatures(content)
+  fb = schema.ModelT.InitFromPackedBuf(content, 0)
+  graph = fb.subgraphs[0]
   result, seen = [], set()
-  for index, (signature, name, dtype, work) in enumerate(signatures):
+  for op, (signature, name, dtype, work) in zip(graph.operators or [], op_signatures(content)):
     if signature in seen or name in ("WHILE", "IF", "CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE",
                                      "ASSIGN_VARIABLE"):
       continue
     seen.add(signature)
-    fb = schema.ModelT.InitFromPackedBuf(content, 0)
-    graph = fb.subgraphs[0]
-    op = graph.operators[index]
-    used = [i for i in list(op.inputs) + list(op.outputs) if i >= 0]
-    remap = {old: new for new, old in enumerate(dict.fromkeys(used))}
-
-    def is_constant(i):
-      return fb.buffers[graph.tensors[i].buffer].data is not None
-
-    graph.inputs = [remap[i] for i in dict.fromkeys(op.inputs) if i >= 0 and not is_constant(i)]
-    graph.outputs = [remap[i] for i in op.outputs]
-    graph.tensors = [graph.tensors[old] for old in remap]
-    op.inputs = [remap[i] if i >= 0 else -1 for i in op.inputs]
-    op.outputs = list(graph.outputs)
-    graph.operators = [op]
-    fb.subgraphs = [graph]
-    fb.signatureDefs = []
-    result.append(OpModel(signature, name, dtype, work, _pack(fb)))
+    used = list(dict.fromkeys(i for i in list(op.inputs) + list(op.outputs) if i >= 0))
+    remap = {old: new for new, old in enumerate(used)}
+    buffers = [schema.BufferT()]  # buffer 0 is the empty sentinel
+    data = {i: fb.buffers[graph.tensors[i].buffer].data for i in used}
+    if name == "RESHAPE" and len(op.inputs) > 1 and data[op.inputs[1]] is None:
+      # A shape computed at run time (e.g. by PACK): it can only be the output's shape.
+      data[op.inputs[1]] = np.frombuffer(np.asarray(
+          graph.tensors[op.outputs[0]].shape, np.int32).tobytes(), np.uint8)
+    tensors = []
+    for old in used:
+      tensor = copy.copy(graph.tensors[old])
+      buffer = schema.BufferT()  # an activation gets its own empty buffer
+      buffer.data = data[old]
+      buffers.append(buffer)
+      tensor.buffer = len(buffers) - 1
+      tensors.append(tensor)
+    sub = schema.SubGraphT()
+    sub.tensors = tensors
+    sub.inputs = [remap[i] for i in dict.fromkeys(op.inputs) if i >= 0 and data[i] is None]
+    sub.outputs = [remap[i] for i in op.outputs]
+    single = copy.copy(op)
+    single.inputs = [remap[i] if i >= 0 else -1 for i in op.inputs]
+    single.outputs = list(sub.outputs)
+    sub.operators = [single]
+    one = schema.ModelT()
+    one.version, one.operatorCodes, one.subgraphs, one.buffers = fb.version, fb.operatorCodes, \
+        [sub], buffers
+    result.append(OpModel(signature, name, dtype, work, _pack(one)))
   return result
 
 
@@ -225,6 +237,7 @@ def grid_models(configs, seed=0):
   rng = np.random.default_rng(seed)
   result = []
   for config in configs:
+    keras.backend.clear_session()  # hundreds of one-layer models: keep the graph small
     inputs = keras.Input(config.input_shape, batch_size=1)
     model = keras.Model(inputs, _layer(config)(inputs))
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -243,9 +256,13 @@ def _time(op_models, target, threads, runs, warmup, min_ms):
   request = {"models": [{"name": str(i), "content": base64.b64encode(m.content).decode()}
                         for i, m in enumerate(op_models)],
              "threads": [threads], "xnnpack": [True], "warmup": warmup, "runs": runs,
-             "min_ms": min_ms}
+             "min_ms": min_ms, "skip_errors": True}
   reply = target.run(request)
-  return reply["machine"], [row["median_ms"] for row in reply["results"]]
+  for row, model in zip(reply["results"], op_models):
+    if "error" in row:
+      logging.warning("latency table: cannot time %s alone (%s); it stays out of the table",
+                      model.signature, row["error"])
+  return reply["machine"], [row.get("median_ms", np.nan) for row in reply["results"]]
 
 
 def _overhead_op():
@@ -303,7 +320,8 @@ class LatencyTable:
       times = repeat if times is None else np.minimum(times, repeat).tolist()
     overhead, times = times[0], times[1:]
     entries = {m.signature: {"op": m.op, "dtype": m.dtype, "work": m.work,
-                             "ms": max(t - overhead, 0.0)} for m, t in zip(unique, times)}
+                             "ms": max(t - overhead, 0.0)}
+               for m, t in zip(unique, times) if not np.isnan(t)}
     return cls(entries, overhead, target.name, machine, threads)
 
   def merge(self, other):
@@ -373,9 +391,7 @@ def _window(signature):
     return ()
 
 
-def main(argv):
-  del argv
-  options = flags.FLAGS
+def _main(options):
   if options.estimate:
     table = LatencyTable.load(options.table)
     for path in options.estimate:
@@ -399,6 +415,17 @@ def main(argv):
         f"{table.threads} thread(s), overhead {table.overhead_ms * 1e3:.1f} us)")
 
 
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    _main(flags.FLAGS)
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(str(e)) from e
+  except targets.TargetError as e:
+    raise SystemExit(f"tflite-latency-table: {e}") from e
+
+
 def run():
   """Console-script entry point; the flags exist only here."""
   flags.DEFINE_string("output", None, "Write the measured table here (JSON).")
@@ -411,6 +438,8 @@ def run():
   flags.DEFINE_string("table", None, "With --estimate: the table to read.")
   flags.DEFINE_list("estimate", None, "Estimate these .tflite files' latency from --table.")
   targets.define_flags()
+  flags.register_validator("dtypes", lambda v: bool(v) and set(v) <= {"float32", "int8"},
+                           message="--dtypes takes float32 and/or int8")
   flags.register_multi_flags_validator(
       ["estimate", "table", "output"],
       lambda v: bool(v["table"]) if v["estimate"] else bool(v["output"]),

@@ -223,6 +223,13 @@ class BinaryTest(absltest.TestCase):
     self.assertIn("name one or more .tflite files", proc.stderr)
     proc = run_binary("tflite_tools.benchmark", "/no/such.tflite")
     self.assertIn("TFLite file /no/such.tflite not found", proc.stderr)
+    proc = run_binary("tflite_tools.benchmark", _FLOAT, "--adb", "--benchmark_binary=/no/bm")
+    self.assertIn("tflite-benchmark: benchmark_model binary /no/bm not found", proc.stderr)
+    bad = os.path.join(self.create_tempdir().full_path, "x.npy")
+    np.save(bad, np.zeros((1, 5, 5, 1), np.float32))
+    proc = run_binary("tflite_tools.benchmark", _FLOAT, f"--inputs={bad}")
+    self.assertIn("expects examples of shape (8, 8, 1), got (5, 5, 1)", proc.stderr)
+    self.assertNotEqual(proc.returncode, 0)
 
 
 if __name__ == "__main__":

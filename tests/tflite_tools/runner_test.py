@@ -1,4 +1,4 @@
-"""Tests for tflite_tools.runner and tflite_tools.benchmark_lib."""
+"""Tests for tflite_tools.runner."""
 
 import numpy as np
 import tensorflow as tf
@@ -6,6 +6,7 @@ from absl.testing import absltest
 
 from kslim import models
 from kslim._keras import keras
+from tests.tflite_tools import tiny_models
 from tflite_tools import runner
 
 
@@ -19,13 +20,7 @@ def _int8_model_bytes():
   """
   keras.utils.set_random_seed(0)
   model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
-  converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  converter.representative_dataset = lambda: ([x[None]] for x in _CALIBRATION)
-  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-  converter.inference_input_type = tf.int8
-  converter.inference_output_type = tf.int8
-  return model, converter.convert()
+  return model, tiny_models.int8_bytes(model, _CALIBRATION)
 
 
 class RunnerTest(absltest.TestCase):

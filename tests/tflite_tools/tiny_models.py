@@ -33,11 +33,11 @@ def float_bytes(model):
   return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def int8_bytes(model):
-  """Full-integer conversion with int8 input and output, calibrated on `CALIBRATION`."""
+def int8_bytes(model, calibration=CALIBRATION):
+  """Full-integer conversion with int8 input and output, calibrated on `calibration`."""
   converter = tf.lite.TFLiteConverter.from_keras_model(model)
   converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  converter.representative_dataset = lambda: ([x[None]] for x in CALIBRATION)
+  converter.representative_dataset = lambda: ([x[None]] for x in calibration)
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   converter.inference_input_type = tf.int8
   converter.inference_output_type = tf.int8

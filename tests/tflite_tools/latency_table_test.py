@@ -1,0 +1,140 @@
+"""Tests for tflite_tools.latency_table (tflite-latency-table)."""
+
+import json
+import os
+
+import numpy as np
+from absl.testing import absltest
+
+from kslim._keras import keras
+from tests.binaries import run_binary
+from tests.tflite_tools import tiny_models
+from tflite_tools import harness
+from tflite_tools import latency_table as lt
+
+
+def setUpModule():
+  global _MODEL, _FLOAT, _INT8  # pylint: disable=global-statement
+  _MODEL, _FLOAT, _INT8 = tiny_models.write_pair(absltest.get_default_test_tmpdir())
+
+
+class SignatureTest(absltest.TestCase):
+
+  def test_signatures_and_work_of_the_tiny_model(self):
+    rows = lt.op_signatures(_FLOAT)
+    self.assertEqual([name for _, name, _, _ in rows],
+                     ["CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "RESHAPE",
+                      "FULLY_CONNECTED"])
+    conv, depthwise, pool, _, dense = rows
+    self.assertTrue(conv[0].startswith("CONV_2D(float32[1, 8, 8, 1];float32[4, 3, 3, 1];"
+                                       "float32[4])->(float32[1, 6, 6, 4]){"), conv[0])
+    self.assertIn("strideH=1", conv[0])
+    # MACs: 6*6*4 outputs x 3*3*1 taps; depthwise 6*6*4 x 3*3; dense 3 x 36; pool: elements.
+    self.assertEqual([conv[3], depthwise[3], dense[3], pool[3]], [1296, 1296, 108, 144])
+    self.assertEqual({dtype for _, _, dtype, _ in lt.op_signatures(_INT8)}, {"int8"})
+
+  def test_single_op_models_keep_weights(self):
+    models = lt.single_op_models(_FLOAT)
+    self.assertLen(models, 5)
+    conv = models[0]
+    self.assertEqual((conv.op, conv.dtype, conv.work), ("CONV_2D", "float32", 1296))
+    x = tiny_models.CALIBRATION[:4]
+    (got,) = harness.predict(conv.content, [x])
+    want = keras.Model(_MODEL.inputs, _MODEL.layers[0].output).predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # Every single-op model loads and holds exactly one op, of the signature it claims.
+    for model in models:
+      (row,) = lt.op_signatures(model.content)
+      self.assertEqual(row[0], model.signature)
+
+  def test_grid(self):
+    configs = lt.grid(ops=("conv2d", "dense", "max_pool"), sizes=(8,), channels=(8, 16),
+                      kernels=(1, 3), strides=(1, 2), dtypes=("float32",))
+    conv = [c for c in configs if c.op == "conv2d"]
+    # 2 input widths x 2 kernels x 2 strides, filters = c or 2c (16 -> 16 only).
+    self.assertLen(conv, 12)
+    self.assertLen([c for c in configs if c.op == "dense"], 4)
+    self.assertEqual({(c.kernel, c.stride) for c in configs if c.op == "max_pool"}, {(3, 1),
+                                                                                    (3, 2)})
+
+
+class TableTest(absltest.TestCase):
+
+  def test_measure_estimate_and_round_trip(self):
+    table = lt.LatencyTable.measure(lt.single_op_models(_FLOAT), runs=5, warmup=1, min_ms=1)
+    self.assertLen(table.entries, 5)
+    self.assertGreater(table.overhead_ms, 0)
+    self.assertTrue(all(e["ms"] >= 0 for e in table.entries.values()))
+    estimate = table.estimate(_FLOAT)
+    self.assertEqual((estimate.ops, estimate.exact, estimate.interpolated, estimate.missing),
+                     (5, 5, 0, ()))
+    self.assertAlmostEqual(estimate.total_ms, table.overhead_ms +
+                           sum(e["ms"] for e in table.entries.values()))
+    path = os.path.join(self.create_tempdir().full_path, "t.json")
+    table.save(path)
+    loaded = lt.LatencyTable.load(path)
+    self.assertEqual((loaded.entries, loaded.overhead_ms, loaded.threads),
+                     (table.entries, table.overhead_ms, 1))
+    # The int8 model's ops are not in a float table: nothing to interpolate from.
+    self.assertEqual(table.estimate(_INT8).missing,
+                     ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "RESHAPE",
+                      "FULLY_CONNECTED"))
+
+  def test_interpolation_scales_the_nearest_entry_by_work(self):
+    conv_only = tiny_models.float_bytes(keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu")]))
+    ((signature, *_),) = lt.op_signatures(conv_only)
+    options = signature[signature.index("{"):]
+
+    def entry(work, ms):
+      return {"op": "CONV_2D", "dtype": "float32", "work": work, "ms": ms}
+
+    table = lt.LatencyTable({
+        f"CONV_2D(a;float32[8, 3, 3, 1];b)->(c){options}": entry(1000.0, 0.5),
+        f"CONV_2D(a;float32[8, 3, 3, 1];b)->(c){options[:-1]},other}}": entry(1290.0, 9.0),
+        f"CONV_2D(a;float32[8, 1, 1, 1];b)->(c){options}": entry(1296.0, 7.0),
+    }, overhead_ms=0.01)
+    estimate = table.estimate(conv_only)
+    # Only the first has the same options and 3x3 window: scaled by 1296 / 1000 MACs.
+    self.assertEqual((estimate.exact, estimate.interpolated), (0, 1))
+    self.assertAlmostEqual(estimate.total_ms, 0.01 + 0.5 * 1296 / 1000)
+
+  def test_merge_and_load_errors(self):
+    a = lt.LatencyTable({}, 0.001, machine="x86_64", threads=1)
+    with self.assertRaisesRegex(ValueError, "cannot merge a table of aarch64 at 1"):
+      a.merge(lt.LatencyTable({}, 0.001, machine="aarch64", threads=1))
+    bad = self.create_tempfile("bad.json", content=json.dumps({"entries": {}})).full_path
+    with self.assertRaisesRegex(ValueError, "bad.json is not a latency table"):
+      lt.LatencyTable.load(bad)
+
+  def test_grid_models_are_single_ops(self):
+    configs = [lt.LayerConfig("depthwise_conv2d", (8, 8, 4), 4, 3, 2, "int8"),
+               lt.LayerConfig("dense", (16,), 8)]
+    models = lt.grid_models(configs)
+    self.assertEqual([(m.op, m.dtype) for m in models],
+                     [("DEPTHWISE_CONV_2D", "int8"), ("FULLY_CONNECTED", "float32")])
+    self.assertEqual(models[0].work, 4 * 4 * 4 * 9)  # 4x4x4 outputs (stride 2) x 3x3 taps
+
+
+class BinaryTest(absltest.TestCase):
+
+  def test_measure_then_estimate(self):
+    table = os.path.join(self.create_tempdir().full_path, "table.json")
+    proc = run_binary("tflite_tools.latency_table", f"--models={_FLOAT}", "--runs=5",
+                      f"--output={table}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    self.assertIn("wrote 5 entries", proc.stdout)
+    proc = run_binary("tflite_tools.latency_table", f"--table={table}", f"--estimate={_FLOAT}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    self.assertRegex(proc.stdout, r"float.tflite: estimated \d+\.\d{3} ms on \S+ at 1 "
+                     r"thread\(s\) \(5/5 ops exact, 0 interpolated\)")
+
+  def test_flag_errors(self):
+    proc = run_binary("tflite_tools.latency_table", f"--estimate={_FLOAT}")
+    self.assertIn("--estimate needs --table", proc.stderr)
+    proc = run_binary("tflite_tools.latency_table", "--output=t.json")
+    self.assertIn("nothing to measure: pass --grid and/or --models", proc.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
