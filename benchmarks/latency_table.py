@@ -2,8 +2,9 @@
 
 Models: kslim's reference CNN and mini MobileNetV2 (28x28x1) and keras.applications
 architectures (weights=None, 10 classes, 128x128x3 inputs), each converted to float32 and to
-full-integer int8. One latency table per thread count holds (a) the default Conv2D /
-DepthwiseConv2D / Dense / pooling grid and (b) every distinct op of the models, cut out of their
+full-integer int8. One latency table per thread count holds (a) a Conv2D /
+DepthwiseConv2D / Dense / pooling grid (16x16 and 32x32 inputs, 16-64 channels, kernels 1/3/5,
+strides 1/2, float32 and int8) and (b) every distinct op of the models, cut out of their
 .tflite files and timed alone. Each model's latency is then estimated two ways and compared
 with its measured median latency (fresh process, XNNPACK on):
   - table: the sum of the exact entries of its ops (plus the per-invoke overhead);
@@ -15,6 +16,9 @@ benchmarks/results/latency_table.json and a PNG of estimated vs measured.
 Usage: .venv/bin/python benchmarks/latency_table.py [--models=...] [--threads=1,2]
 """
 
+import base64
+import dataclasses
+import json
 import pathlib
 
 import matplotlib
@@ -90,6 +94,18 @@ def _plot(rows, path):
   print(f"wrote {path}")
 
 
+def _grid_ops(cache):
+  """The grid's single-op models (a smaller grid than the tool's default: converting a layer
+  takes about a second), cached in `cache` so a rerun only measures."""
+  if cache.exists():
+    return [lt.OpModel(**{**m, "content": base64.b64decode(m["content"])})
+            for m in json.loads(cache.read_text())]
+  ops = lt.grid_models(lt.grid(sizes=(16, 32), channels=(16, 32, 64)))
+  cache.write_text(json.dumps([{**dataclasses.asdict(m),
+                                "content": base64.b64encode(m.content).decode()} for m in ops]))
+  return ops
+
+
 def main(argv):
   del argv
   quiet_tensorflow()
@@ -103,7 +119,7 @@ def main(argv):
       if not path.exists():
         path.write_bytes(_convert(model, dtype))
       files[(name, dtype)] = path
-  grid_ops = lt.grid_models(lt.grid())
+  grid_ops = _grid_ops(workdir / "grid_ops.json")
   model_ops = [op for path in files.values() for op in lt.single_op_models(path)]
   rows = []
   for threads in (int(t) for t in _THREADS.value):

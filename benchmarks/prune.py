@@ -113,7 +113,8 @@ def _benchmark_model(name):
     rows.append({"stage": f"{name} {label}", "model": name, "variant": label, **extra,
                  "tflite_accuracy": accuracy(TFLiteRunner(content).predict(x_test), y_test),
                  "params": prof.total_params, "macs": prof.total_macs,
-                 "macs_ratio": prof.total_macs / base_macs, "tflite_kb": len(content) / 1024})
+                 "macs_ratio": prof.total_macs / base_macs, "tflite_kb": len(content) / 1024,
+                 "tflite_file": str(path)})
     paths.append(path)
   measure_latency(paths[0], threads=1, runs=50)  # warm-up: the first measurement runs slow
   for row, path in zip(rows, paths):

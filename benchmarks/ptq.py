@@ -76,7 +76,8 @@ def _benchmark_model(name):
     rows.append({"stage": f"{name} {variant}", "model": name, "variant": variant,
                  "tflite_accuracy": accuracy(TFLiteRunner(content).predict(x_test), y_test),
                  "params": prof.total_params, "macs": prof.total_macs,
-                 "tflite_kb": len(content) / 1024, "latency_ms": {"1": latency},
+                 "tflite_kb": len(content) / 1024, "tflite_file": str(path),
+                 "latency_ms": {"1": latency},
                  "latency_ratio": latency / float_ms,
                  "float_ops": len(content.report.float_ops)})
   return rows

@@ -90,7 +90,8 @@ def _measure(name, model, content, path, x_test, y_test, float_ms):
           "tflite_accuracy": accuracy(tflite_logits, y_test),
           "agreement": float(np.mean(keras_logits.argmax(1) == tflite_logits.argmax(1))),
           "params": prof.total_params, "macs": prof.total_macs,
-          "tflite_kb": len(content) / 1024, "latency_ms": {"1": latency},
+          "tflite_kb": len(content) / 1024, "tflite_file": str(path),
+          "latency_ms": {"1": latency},
           "latency_ratio": latency / float_ms if float_ms else 1.0}
 
 

@@ -73,6 +73,7 @@ class StageResult:
   macs: int
   tflite_kb: Optional[float]
   latency_ms: dict
+  tflite_file: Optional[str] = None
 
   def to_dict(self):
     return dataclasses.asdict(self)
@@ -194,7 +195,8 @@ def _evaluate(ctx):
                for t in ctx.settings.threads}
   label = ctx.tflite_path.stem if ctx.tflite_path is not None else ctx.model.name
   ctx.results.append(StageResult(label, keras_acc, tflite_acc, prof.total_params,
-                                 prof.total_macs, tflite_kb, latency))
+                                 prof.total_macs, tflite_kb, latency,
+                                 None if ctx.tflite_path is None else str(ctx.tflite_path)))
 
 
 def run(stage_names, settings, workdir):
