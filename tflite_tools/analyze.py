@@ -22,7 +22,10 @@ from tflite_tools import runner
 __all__ = ["OpInfo", "ops", "ops_by_dtype", "float_ops", "Analysis", "analyze"]
 
 # Ops that only move data between dtypes; they do not "run in" either dtype.
-_CONVERSIONS = ("QUANTIZE", "DEQUANTIZE")
+CONVERSIONS = ("QUANTIZE", "DEQUANTIZE")
+# TFLite tensor type enum -> lower-case dtype name ("float32", "int8", ...).
+TENSOR_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items()
+                     if not k.startswith("_")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +43,7 @@ class OpInfo:
   @property
   def dtype(self):
     """The dtype the op computes in: its first input's for conversions, else its output's."""
-    return self.input_dtype if self.name in _CONVERSIONS else self.output_dtype
+    return self.input_dtype if self.name in CONVERSIONS else self.output_dtype
 
 
 def ops(model):
@@ -78,10 +81,8 @@ def ops_by_dtype(model_ops):
 
 def float_ops(model_ops):
   """The ops of `model_ops` (from `ops`) computing in float32 (QUANTIZE/DEQUANTIZE excluded)."""
-  return [op for op in model_ops if op.dtype == "float32" and op.name not in _CONVERSIONS]
+  return [op for op in model_ops if op.dtype == "float32" and op.name not in CONVERSIONS]
 
-
-_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +159,7 @@ def _quantization_summary(tensors):
     per_channel += len(q.scale) > 1
     scales.extend(np.asarray(q.scale, np.float64).tolist())
     zero_points.update(int(z) for z in np.asarray(q.zeroPoint).ravel())
-    dtypes[_TYPE_NAMES[t.type]] += 1
+    dtypes[TENSOR_TYPE_NAMES[t.type]] += 1
   zero_text = (sorted(zero_points) if len(zero_points) <= 4 else
                f"{len(zero_points)} distinct in [{min(zero_points)}, {max(zero_points)}]")
   return {"tensors": len(tensors), "per_channel": per_channel,
@@ -182,7 +183,7 @@ def analyze(model):
   quantized = {"weights": [], "activations": []}
   for graph in fb.subgraphs:
     for tensor in graph.tensors:
-      dtype = _TYPE_NAMES[tensor.type]
+      dtype = TENSOR_TYPE_NAMES[tensor.type]
       data = _buffer_bytes(fb.buffers[tensor.buffer]) if tensor.buffer < len(fb.buffers) else 0
       kind = "constant" if data else "activation"
       dtype_table[dtype][kind] += 1
@@ -195,7 +196,7 @@ def analyze(model):
   floats = collections.Counter(op.name for op in float_ops(model_ops))
   hybrid = collections.Counter(op.name for op in float_ops(model_ops)
                                if any(d.startswith("int8") for d in op.weight_dtypes))
-  integer = collections.Counter(op.name for op in model_ops if op.name not in _CONVERSIONS
+  integer = collections.Counter(op.name for op in model_ops if op.name not in CONVERSIONS
                                 and op.dtype.startswith(("int", "uint")))
   return Analysis(
       size_bytes=len(content), weights_bytes=weights, graph_bytes=len(content) - weights,

@@ -21,7 +21,7 @@ from tflite_tools.runner import load_model_bytes
 from tflite_tools.targets import Local
 
 __all__ = ["BenchmarkResult", "benchmark", "measure_latency", "agreement", "format_table",
-           "write_json", "write_csv", "model_names", "random_inputs", "float_examples"]
+           "write_json", "write_csv", "model_names", "float_examples"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,11 +119,6 @@ def measure_latency(model, threads=1, warmup=20, runs=100, use_xnnpack=True, see
                          path=str(model) if is_path else "<bytes>", size_bytes=len(content),
                          target="local", machine=platform.machine(), threads=threads,
                          xnnpack=use_xnnpack, **stats)
-
-
-def random_inputs(runner, seed=0):
-  """Batch-1 inputs matching a `TFLiteRunner`'s signature, in each input tensor's own dtype."""
-  return harness.random_inputs(runner.input_details, seed)
 
 
 def float_examples(model, count, seed=1):

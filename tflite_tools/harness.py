@@ -6,7 +6,8 @@ drive it there: the request is one JSON object on stdin, the reply one JSON obje
 Locally the same functions run in process, so every target measures the same way.
 
 Request: ``{"models": [{"name", "content" (base64)}], "threads": [1, 2], "xnnpack": [true],
-"warmup": 20, "runs": 100, "min_ms": 0, "seed": 0, "skip_errors": false, "inputs": [npy base64, ...] | null,
+"warmup": 20, "runs": 100, "min_ms": 0, "seed": 0, "skip_errors": false,
+"inputs": [npy base64, ...] | null,
 "predict": [npy base64, ...] | null}``. Reply: ``{"machine", "litert", "results": [...],
 "outputs": {name: [npy base64, ...]}}``; with ``skip_errors`` a model LiteRT cannot run
 gets a result row with its ``error`` instead of failing the request.

@@ -30,14 +30,13 @@ import numpy as np
 from absl import app, flags, logging
 from ai_edge_litert import schema_py_generated as schema
 
-from tflite_tools import targets
+from tflite_tools import analyze, targets
 from tflite_tools.runner import load_model_bytes
 
 __all__ = ["LayerConfig", "OpModel", "LatencyTable", "Estimate", "grid", "grid_models",
            "single_op_models", "op_signatures"]
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 # Ops whose cost grows with MACs (output elements x kernel elements); the rest with elements.
 _MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
             "BATCH_MATMUL")
@@ -89,7 +88,7 @@ class Estimate:
 
 
 def _tensor_signature(tensor):
-  return f"{_TYPE_NAMES[tensor.type]}{list(int(d) for d in tensor.shape)}"
+  return f"{analyze.TENSOR_TYPE_NAMES[tensor.type]}{list(int(d) for d in tensor.shape)}"
 
 
 def _options_signature(op):
@@ -118,9 +117,9 @@ def _work(op_name, graph, op):
 
 def _compute_dtype(graph, op, op_name):
   inputs = [graph.tensors[i] for i in op.inputs if i >= 0]
-  source = inputs[0] if op_name in ("QUANTIZE", "DEQUANTIZE") and inputs else (
+  source = inputs[0] if op_name in analyze.CONVERSIONS and inputs else (
       graph.tensors[op.outputs[0]])
-  return _TYPE_NAMES[source.type]
+  return analyze.TENSOR_TYPE_NAMES[source.type]
 
 
 def op_signatures(model):
