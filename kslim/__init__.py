@@ -21,6 +21,7 @@ _EXPORTS = {
     "QuantConfig": ("kslim.quantization", "QuantConfig"),
     "convert": ("kslim.conversion", "convert"),
     "datasets": ("kslim.datasets", None),
+    "distill": ("kslim.distill", None),
     "models": ("kslim.models", None),
     "pipeline": ("kslim.pipeline", None),
     "quantization": ("kslim.quantization", None),
