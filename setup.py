@@ -47,6 +47,7 @@ setuptools.setup(
         "console_scripts": [
             "kslim-convert=kslim.cli.convert:run",
             "kslim-demo=kslim.cli.demo:run",
+            "kslim-distill=kslim.cli.distill:run",
             "kslim-profile=kslim.cli.profile:run",
             "kslim-prune=kslim.cli.prune:run",
             "kslim-quantize=kslim.cli.quantize:run",

@@ -10,7 +10,8 @@ import numpy as np
 
 from kslim._keras import check_model, keras
 
-__all__ = ["compile_classifier", "fit_classifier", "finetune_schedule", "accuracy"]
+__all__ = ["compile_classifier", "fit_classifier", "fit_compiled", "finetune_schedule",
+           "accuracy"]
 
 
 def compile_classifier(model, learning_rate=2e-3):
@@ -26,13 +27,19 @@ def fit_classifier(model, x, y, epochs, batch_size=128, learning_rate=2e-3, seed
                    validation_data=None, callbacks=None, verbose=None):
   """Compiles and trains `model` with the shared recipe; returns the Keras History.
 
-  The seed fixes shuffling, so reruns are comparable. `verbose` defaults to a progress bar
-  on a terminal and one line per epoch in logs.
+  The seed fixes shuffling, so reruns are comparable; `verbose` as in `fit_compiled`.
   """
-  if verbose is None:
-    verbose = 1 if sys.stdout.isatty() else 2
   keras.utils.set_random_seed(seed)
   compile_classifier(model, learning_rate)
+  return fit_compiled(model, x, y, epochs, batch_size, validation_data, callbacks, verbose)
+
+
+def fit_compiled(model, x, y, epochs, batch_size=128, validation_data=None, callbacks=None,
+                 verbose=None):
+  """Fits a compiled `model` (a classifier, a distiller) on shuffled batches; returns the
+  History. `verbose` defaults to a progress bar on a terminal and one line per epoch in logs."""
+  if verbose is None:
+    verbose = 1 if sys.stdout.isatty() else 2
   return model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True,
                    validation_data=validation_data, callbacks=callbacks, verbose=verbose)
 

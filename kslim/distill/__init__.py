@@ -10,6 +10,7 @@ Example:
 """
 
 from kslim.distill.distiller import Distiller
+from kslim.distill.distiller import fit_distiller
 from kslim.distill.dml import DML
 from kslim.distill.losses import DistillationLoss
 from kslim.distill.losses import FitNet
@@ -17,4 +18,5 @@ from kslim.distill.losses import FSP
 from kslim.distill.losses import L2
 from kslim.distill.losses import SoftLabel
 
-__all__ = ["DML", "DistillationLoss", "Distiller", "FSP", "FitNet", "L2", "SoftLabel"]
+__all__ = ["DML", "DistillationLoss", "Distiller", "FSP", "FitNet", "L2", "SoftLabel",
+           "fit_distiller"]

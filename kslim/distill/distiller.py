@@ -13,8 +13,9 @@ import tensorflow as tf
 from kslim._keras import check_model, keras
 from kslim.distill import _objective
 from kslim.distill.losses import DistillationLoss, Features
+from kslim.training import fit_compiled
 
-__all__ = ["Distiller"]
+__all__ = ["Distiller", "fit_distiller"]
 
 
 def feature_model(model, layer_names, role):
@@ -116,6 +117,7 @@ class Distiller(keras.Model):
     self._trackers = _objective.trackers(
         ["loss", "hard_label_loss", *(f"{name}_loss" for name in names)])
     self._hard_label_loss = _objective.hard_label_loss(None)
+    self.built = True  # every part is built; BackupAndRestore and load_weights need to know
 
   def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):  # pylint: disable=arguments-differ
     """Like `keras.Model.compile`; `loss` is the hard-label loss on the student's logits
@@ -183,3 +185,21 @@ class Distiller(keras.Model):
       config[key] = deserialize(config[key], custom_objects=custom_objects)
     config["losses"] = [deserialize(t, custom_objects=custom_objects) for t in config["losses"]]
     return cls(**config)
+
+
+def fit_distiller(distiller, x, y, epochs, batch_size=128, learning_rate=2e-3,
+                  validation_data=None, callbacks=None, verbose=None):
+  """Compiles `distiller` with kslim's training recipe (Adam, sparse cross-entropy on logits
+  as the hard-label loss, accuracy) and fits it on shuffled batches; returns the History.
+
+  Args:
+    distiller: a `Distiller`; seed (`keras.utils.set_random_seed`) before building it to fix
+      the adapters' initialization and the shuffling.
+    x, y: training images and integer labels.
+    epochs, batch_size: as in `fit`.
+    learning_rate: a float or a schedule (e.g. `kslim.training.finetune_schedule`).
+    validation_data, callbacks, verbose: passed to `fit`.
+  """
+  distiller.compile(keras.optimizers.Adam(learning_rate),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+  return fit_compiled(distiller, x, y, epochs, batch_size, validation_data, callbacks, verbose)

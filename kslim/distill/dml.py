@@ -68,6 +68,7 @@ class DML(keras.Model):
     self._accuracies = [keras.metrics.SparseCategoricalAccuracy(name=f"{n}_accuracy")
                         for n in names]
     self._hard_label_loss = _objective.hard_label_loss(None)
+    self.built = True  # every peer is built; BackupAndRestore and load_weights need to know
 
   @property
   def peers(self):

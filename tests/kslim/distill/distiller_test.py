@@ -113,6 +113,34 @@ class DistillerTest(absltest.TestCase):
     np.testing.assert_array_equal(fitnet.adapter.kernel.numpy(),
                                   fresh_fitnet.adapter.kernel.numpy())
 
+  def test_interrupted_fit_resumes_from_the_backup(self):
+    distiller = _compiled(self.student, self.teacher, [distill.SoftLabel()])
+    backup = self.create_tempdir().full_path
+
+    class Interrupt(keras.callbacks.Callback):
+
+      def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+          raise KeyboardInterrupt
+
+    with self.assertRaises(KeyboardInterrupt):
+      distiller.fit(self.x, self.y, batch_size=16, epochs=4, verbose=0,
+                    callbacks=[keras.callbacks.BackupAndRestore(backup), Interrupt()])
+    at_interrupt = self.student.get_weights()
+    self.student.set_weights([np.zeros_like(w) for w in at_interrupt])  # lost in the crash
+    restored = []
+
+    class Watch(keras.callbacks.Callback):
+
+      def on_train_begin(self, logs=None):
+        restored.extend(w.numpy().copy() for w in self.model.student.weights)
+
+    history = distiller.fit(self.x, self.y, batch_size=16, epochs=4, verbose=0,
+                            callbacks=[keras.callbacks.BackupAndRestore(backup), Watch()])
+    self.assertLen(history.history["loss"], 2)  # epochs 3-4: two were backed up
+    for want, got in zip(at_interrupt, restored):
+      np.testing.assert_array_equal(want, got)
+
   def test_config_round_trip(self):
     distiller = distill.Distiller(self.student, self.teacher,
                                   [distill.SoftLabel(2.0), distill.FitNet("feat1")],
