@@ -20,7 +20,7 @@ import pathlib
 from absl import app, flags, logging
 import numpy as np
 
-from _results import write_results
+from _results import save_figure, subplots, write_results
 
 from kslim import distill
 from kslim import models
@@ -112,10 +112,7 @@ def _run(variant, seed, teacher, data, workdir):
 
 
 def _plot(rows, path):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-  figure, ax = plt.subplots(figsize=(7, 4))
+  figure, ax = subplots(figsize=(7, 4))
   means = [100 * r["tflite_accuracy_mean"] for r in rows]
   ax.bar([r["variant"] for r in rows], means, yerr=[100 * r["tflite_accuracy_std"] for r in rows],
          capsize=4, color=["gray"] + ["tab:blue"] * (len(rows) - 1))
@@ -123,9 +120,7 @@ def _plot(rows, path):
   ax.set(ylim=(min(means) - 2, max(means) + 1), ylabel="student TFLite test accuracy (%)",
          title=f"reference_cnn x{_STUDENT_WIDTH.value:g} student, {_EPOCHS.value} epochs, "
                f"mean +- std of {len(_SEEDS.value)} seeds")
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  print(f"wrote {path}")
+  save_figure(figure, path)
 
 
 def main(argv):

@@ -19,7 +19,7 @@ import pathlib
 from absl import app, flags, logging
 import numpy as np
 
-from _results import rows_for, write_results
+from _results import rows_for, save_figure, subplots, write_results
 
 import kslim
 from kslim import pipeline
@@ -126,11 +126,8 @@ def _benchmark_model(name):
 
 
 def _plot(rows, path):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
   models = sorted({r["model"] for r in rows})
-  figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+  figure, axes = subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
   for ax, model in zip(axes[0], models):
     mine = [r for r in rows if r["model"] == model]
     ax.axhline(100 * mine[0]["tflite_accuracy"], color="gray", linestyle="--",
@@ -143,9 +140,7 @@ def _plot(rows, path):
     ax.set(title=model, xlabel="MACs (share of the unpruned model)",
            ylabel="TFLite test accuracy (%)")
     ax.legend(fontsize="x-small", ncol=2)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  print(f"wrote {path}")
+  save_figure(figure, path)
 
 
 def main(argv):

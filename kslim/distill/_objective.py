@@ -1,4 +1,5 @@
-"""What `Distiller` and `DML` share: the hard-label loss, loss trackers, distribution scaling."""
+"""What `Distiller` and `DML` share: a Keras model trained on an objective of named parts,
+the hard-label loss, and the scaling of losses across replicas."""
 
 import tensorflow as tf
 
@@ -31,24 +32,60 @@ def per_example_mean(loss_fn, y, logits, sample_weight):
   return tf.reduce_mean(values)
 
 
-def trackers(names):
-  """A `keras.metrics.Mean` per name, in order (a list: Keras would sort a dict's metrics)."""
-  return [keras.metrics.Mean(name=name) for name in names]
+class ObjectiveModel(keras.Model):
+  """A model whose training step minimises a loss made of named parts, each one reported.
 
+  Subclasses implement `objective` (the total loss, its parts and the logits for a batch),
+  `weights_to_train`, and optionally `update_prediction_metrics`; they create their trackers
+  with `track` in ``__init__``. The steps follow tf_keras' canonical ``train_step``: unpack the
+  batch, compute the loss under a tape, ``optimizer.minimize``, update metrics, return them.
+  """
 
-def update_trackers(tracker_list, parts):
-  """Records each of `parts` (name -> value) in the tracker of that name."""
-  by_name = {t.name: t for t in tracker_list}
-  for name, value in parts.items():
-    by_name[name].update_state(value)
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.hard_label_loss = hard_label_loss(None)
 
+  def compile(self, optimizer="adam", loss=None, **kwargs):  # pylint: disable=arguments-differ
+    """Like `keras.Model.compile`; `loss` is the hard-label loss on each model's logits
+    (default: sparse categorical cross-entropy from logits), `metrics` watch the predictions."""
+    super().compile(optimizer=optimizer, **kwargs)
+    self.hard_label_loss = hard_label_loss(loss)
 
-def scale_for_replicas(loss):
-  """`loss` divided by the replica count: optimizers sum gradients over replicas, so each
-  replica contributes its batch mean's share of the global mean."""
-  return loss / tf.distribute.get_strategy().num_replicas_in_sync
+  def track(self, names):
+    """Creates a `keras.metrics.Mean` per part name, in order (a list: Keras would sort the
+    metrics of a dict)."""
+    self._part_trackers = [keras.metrics.Mean(name=name) for name in names]
 
+  def objective(self, x, y, sample_weight, training):
+    """``(total, parts, logits)`` for one batch on this replica, not yet scaled for replicas;
+    `parts` maps every tracked name to its value."""
+    raise NotImplementedError
 
-def results(model):
-  """What a training or test step returns: every metric's current value by name."""
-  return {m.name: m.result() for m in model.metrics}
+  def weights_to_train(self):
+    """The variables the optimizer updates."""
+    raise NotImplementedError
+
+  def update_prediction_metrics(self, y, logits, sample_weight):
+    """Updates metrics computed from the predictions (`compile`'s metrics by default)."""
+    self.compiled_metrics.update_state(y, logits, sample_weight)
+
+  def _finish_step(self, parts, y, logits, sample_weight):
+    by_name = {t.name: t for t in self._part_trackers}
+    for name, value in parts.items():
+      by_name[name].update_state(value)
+    self.update_prediction_metrics(y, logits, sample_weight)
+    return {m.name: m.result() for m in self.metrics}
+
+  def train_step(self, data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    with tf.GradientTape() as tape:
+      total, parts, logits = self.objective(x, y, sample_weight, training=True)
+      # Optimizers sum gradients over replicas: each contributes its share of the global mean.
+      scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+    self.optimizer.minimize(scaled, self.weights_to_train(), tape=tape)
+    return self._finish_step(parts, y, logits, sample_weight)
+
+  def test_step(self, data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    _, parts, logits = self.objective(x, y, sample_weight, training=False)
+    return self._finish_step(parts, y, logits, sample_weight)

@@ -57,7 +57,7 @@ def _shapes(feature_net, layer_names):
 
 
 @keras.utils.register_keras_serializable(package="kslim")
-class Distiller(keras.Model):
+class Distiller(_objective.ObjectiveModel):
   """Trains `student` with `fit` towards `teacher` through distillation losses.
 
   The total loss per batch is ``hard_label_weight * compile's loss(y, student logits) +
@@ -114,33 +114,23 @@ class Distiller(keras.Model):
     student_shapes = _shapes(self._student_net, self._student_layers)
     for term in losses:
       term.build_for(teacher_shapes, student_shapes)
-    self._trackers = _objective.trackers(
-        ["loss", "hard_label_loss", *(f"{name}_loss" for name in names)])
-    self._hard_label_loss = _objective.hard_label_loss(None)
+    self.track(["loss", "hard_label_loss", *(f"{name}_loss" for name in names)])
     self.built = True  # every part is built; BackupAndRestore and load_weights need to know
-
-  def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):  # pylint: disable=arguments-differ
-    """Like `keras.Model.compile`; `loss` is the hard-label loss on the student's logits
-    (default: sparse categorical cross-entropy from logits), `metrics` watch the student."""
-    super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-    self._hard_label_loss = _objective.hard_label_loss(loss)
 
   def call(self, inputs, training=None):
     """The student's logits: `predict` and `evaluate` see the student."""
     return self.student(inputs, training=training)
 
-  @property
-  def trainable_distillation_weights(self):
-    """What training updates: the student's trainable weights and the losses' adapters."""
+  def weights_to_train(self):
+    """The student's trainable weights and the losses' adapters."""
     return self.student.trainable_weights + [
         w for term in self.distillation_losses for w in term.trainable_weights]
 
-  def _objective(self, x, y, sample_weight, training):
-    """Total loss and its parts for one batch, per replica (not yet scaled for replicas)."""
+  def objective(self, x, y, sample_weight, training):
     teacher = _features(self._teacher_net, self._teacher_layers, x, training=False)
     teacher = tf.nest.map_structure(tf.stop_gradient, teacher)
     student = _features(self._student_net, self._student_layers, x, training=training)
-    hard = _objective.per_example_mean(self._hard_label_loss, y, student.logits, sample_weight)
+    hard = _objective.per_example_mean(self.hard_label_loss, y, student.logits, sample_weight)
     parts = {"hard_label_loss": hard}
     total = self.hard_label_weight * hard
     for term in self.distillation_losses:
@@ -151,24 +141,6 @@ class Distiller(keras.Model):
       total += tf.add_n(self.student.losses)
     parts["loss"] = total
     return total, parts, student.logits
-
-  def _update_metrics(self, parts, y, logits, sample_weight):
-    _objective.update_trackers(self._trackers, parts)
-    self.compiled_metrics.update_state(y, logits, sample_weight)
-    return _objective.results(self)
-
-  def train_step(self, data):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    with tf.GradientTape() as tape:
-      total, parts, logits = self._objective(x, y, sample_weight, training=True)
-      scaled = _objective.scale_for_replicas(total)
-    self.optimizer.minimize(scaled, self.trainable_distillation_weights, tape=tape)
-    return self._update_metrics(parts, y, logits, sample_weight)
-
-  def test_step(self, data):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    _, parts, logits = self._objective(x, y, sample_weight, training=False)
-    return self._update_metrics(parts, y, logits, sample_weight)
 
   def get_config(self):
     serialize = keras.saving.serialize_keras_object

@@ -16,13 +16,14 @@ __all__ = ["DML"]
 
 
 @keras.utils.register_keras_serializable(package="kslim")
-class DML(keras.Model):
+class DML(_objective.ObjectiveModel):
   """Trains two or more peer models together with `fit`, each following the others.
 
   Per peer i: ``L_i = CE(y, z_i) + kl_weight * mean_{j != i} T^2 KL(softmax(z_j / T) ||
   softmax(z_i / T))``; the step minimises ``sum_i L_i``. The progress bar and history show
   ``loss`` (the sum) and, per peer, ``<peer>_loss``, ``<peer>_kl_loss`` and
-  ``<peer>_accuracy``.
+  ``<peer>_accuracy``. One optimizer serves all peers: Adam and its kin keep per-weight
+  state, so this equals one optimizer per peer.
 
   Args:
     models: two or more tf_keras models (logits out, one input shape). They are trained in
@@ -63,11 +64,9 @@ class DML(keras.Model):
     self.peer_names = names
     self.temperature = float(temperature)
     self.kl_weight = float(kl_weight)
-    self._trackers = _objective.trackers(
-        ["loss", *(f"{n}_{part}" for n in names for part in ("loss", "kl_loss"))])
+    self.track(["loss", *(f"{n}_{part}" for n in names for part in ("loss", "kl_loss"))])
     self._accuracies = [keras.metrics.SparseCategoricalAccuracy(name=f"{n}_accuracy")
                         for n in names]
-    self._hard_label_loss = _objective.hard_label_loss(None)
     self.built = True  # every peer is built; BackupAndRestore and load_weights need to know
 
   @property
@@ -75,22 +74,15 @@ class DML(keras.Model):
     """The peer models, trained in place."""
     return list(self._peers)
 
-  def compile(self, optimizer="adam", loss=None, **kwargs):  # pylint: disable=arguments-differ
-    """Like `keras.Model.compile`; `loss` is each peer's hard-label loss (default: sparse
-    categorical cross-entropy from logits). One optimizer serves all peers: Adam and its kin
-    keep per-weight state, so this equals one optimizer per peer."""
-    super().compile(optimizer=optimizer, **kwargs)
-    self._hard_label_loss = _objective.hard_label_loss(loss)
-
   def call(self, inputs, training=None):
     """Every peer's logits, in order."""
     return [peer(inputs, training=training) for peer in self._peers]
 
-  def _objective(self, x, y, sample_weight, training):
+  def objective(self, x, y, sample_weight, training):
     logits = self(x, training=training)
     parts, total = {}, 0.0
     for i, (peer, name, z) in enumerate(zip(self._peers, self.peer_names, logits)):
-      hard = _objective.per_example_mean(self._hard_label_loss, y, z, sample_weight)
+      hard = _objective.per_example_mean(self.hard_label_loss, y, z, sample_weight)
       kl = tf.add_n([soft_kl(tf.stop_gradient(other), z, self.temperature)
                      for j, other in enumerate(logits) if j != i]) / (len(logits) - 1)
       peer_total = hard + self.kl_weight * kl
@@ -101,25 +93,12 @@ class DML(keras.Model):
     parts["loss"] = total
     return total, parts, logits
 
-  def _update_metrics(self, parts, y, logits, sample_weight):
-    _objective.update_trackers(self._trackers, parts)
+  def weights_to_train(self):
+    return [w for peer in self._peers for w in peer.trainable_weights]
+
+  def update_prediction_metrics(self, y, logits, sample_weight):
     for metric, z in zip(self._accuracies, logits):
       metric.update_state(y, z, sample_weight)
-    return _objective.results(self)
-
-  def train_step(self, data):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    with tf.GradientTape() as tape:
-      total, parts, logits = self._objective(x, y, sample_weight, training=True)
-      scaled = _objective.scale_for_replicas(total)
-    weights = [w for peer in self._peers for w in peer.trainable_weights]
-    self.optimizer.minimize(scaled, weights, tape=tape)
-    return self._update_metrics(parts, y, logits, sample_weight)
-
-  def test_step(self, data):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    _, parts, logits = self._objective(x, y, sample_weight, training=False)
-    return self._update_metrics(parts, y, logits, sample_weight)
 
   def get_config(self):
     return {"name": self.name, "models": [keras.saving.serialize_keras_object(m)
