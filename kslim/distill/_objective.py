@@ -56,7 +56,13 @@ class ObjectiveModel(keras.Model):
     metrics of a dict)."""
     self._part_trackers = [keras.metrics.Mean(name=name) for name in names]
 
-  def objective(self, x, y, sample_weight, training):
+  def targets(self, x):
+    """What the objective compares with but never trains (a frozen teacher's outputs); runs
+    outside the gradient tape, so nothing of it is recorded."""
+    del x
+    return None
+
+  def objective(self, x, y, sample_weight, targets, training):
     """``(total, parts, logits)`` for one batch on this replica, not yet scaled for replicas;
     `parts` maps every tracked name to its value."""
     raise NotImplementedError
@@ -78,8 +84,9 @@ class ObjectiveModel(keras.Model):
 
   def train_step(self, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    targets = self.targets(x)
     with tf.GradientTape() as tape:
-      total, parts, logits = self.objective(x, y, sample_weight, training=True)
+      total, parts, logits = self.objective(x, y, sample_weight, targets, training=True)
       # Optimizers sum gradients over replicas: each contributes its share of the global mean.
       scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
     self.optimizer.minimize(scaled, self.weights_to_train(), tape=tape)
@@ -87,5 +94,5 @@ class ObjectiveModel(keras.Model):
 
   def test_step(self, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    _, parts, logits = self.objective(x, y, sample_weight, training=False)
+    _, parts, logits = self.objective(x, y, sample_weight, self.targets(x), training=False)
     return self._finish_step(parts, y, logits, sample_weight)

@@ -126,9 +126,13 @@ class Distiller(_objective.ObjectiveModel):
     return self.student.trainable_weights + [
         w for term in self.distillation_losses for w in term.trainable_weights]
 
-  def objective(self, x, y, sample_weight, training):
+  def targets(self, x):
+    """The teacher's `Features`, in inference mode (no batch-norm statistics update)."""
     teacher = _features(self._teacher_net, self._teacher_layers, x, training=False)
-    teacher = tf.nest.map_structure(tf.stop_gradient, teacher)
+    return tf.nest.map_structure(tf.stop_gradient, teacher)
+
+  def objective(self, x, y, sample_weight, targets, training):
+    teacher = targets
     student = _features(self._student_net, self._student_layers, x, training=training)
     hard = _objective.per_example_mean(self.hard_label_loss, y, student.logits, sample_weight)
     parts = {"hard_label_loss": hard}

@@ -78,7 +78,8 @@ class DML(_objective.ObjectiveModel):
     """Every peer's logits, in order."""
     return [peer(inputs, training=training) for peer in self._peers]
 
-  def objective(self, x, y, sample_weight, training):
+  def objective(self, x, y, sample_weight, targets, training):
+    del targets  # the peers teach each other
     logits = self(x, training=training)
     parts, total = {}, 0.0
     for i, (peer, name, z) in enumerate(zip(self._peers, self.peer_names, logits)):

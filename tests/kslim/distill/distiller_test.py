@@ -8,6 +8,7 @@ import textwrap
 from absl.testing import absltest
 import numpy as np
 
+import kslim
 from kslim._keras import keras
 from kslim import distill
 from tests.kslim.distill import tiny_nets
@@ -97,6 +98,14 @@ class DistillerTest(absltest.TestCase):
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded.predict(self.x, verbose=0),
                                self.student.predict(self.x, verbose=0), atol=1e-6)
+
+  def test_student_is_ready_for_pruning_and_quantization(self):
+    distiller = _compiled(self.student, self.teacher, [distill.FitNet("feat2")])
+    distiller.fit(self.x, self.y, batch_size=16, epochs=1, verbose=0)
+    pruned = kslim.prune(distiller.student, 0.5)
+    self.assertEqual(pruned.get_layer("feat2").filters, 1)
+    quantized = kslim.quantize(distiller.student)
+    self.assertEqual(quantized.predict(self.x, verbose=0).shape, (len(self.x), 3))
 
   def test_checkpoint_restores_student_and_adapter(self):
     fitnet = distill.FitNet("feat2")
