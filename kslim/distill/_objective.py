@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from kslim._keras import keras
 
-__all__ = ["hard_label_loss", "per_example_mean", "trackers", "update_trackers", "scale_for_replicas", "results"]
+__all__ = ["ObjectiveModel", "hard_label_loss", "per_example_mean"]
 
 
 def hard_label_loss(loss):
