@@ -23,6 +23,7 @@ _EXPORTS = {
     "datasets": ("kslim.datasets", None),
     "distill": ("kslim.distill", None),
     "models": ("kslim.models", None),
+    "nas": ("kslim.nas", None),
     "pipeline": ("kslim.pipeline", None),
     "quantization": ("kslim.quantization", None),
     "quantize": ("kslim.quantization", "quantize"),

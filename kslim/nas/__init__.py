@@ -1,0 +1,28 @@
+"""Architecture search: token search spaces, SA / RL / random controllers under MACs, params
+or device-latency budgets.
+
+Example:
+  >>> from kslim import nas
+  >>> space = nas.MobileNetV2Space()
+  >>> sa = nas.SANAS(space, constraint=nas.Constraint("macs", 2e6), checkpoint="sa.json")
+  >>> best, score = nas.search(sa, evaluate=train_and_score, steps=30, log="trials.jsonl")
+  >>> model = space.decode(best)
+"""
+
+from kslim.nas.constraints import Constraint
+from kslim.nas.constraints import TableLatencyEvaluator
+from kslim.nas.controller import Controller
+from kslim.nas.random_search import RandomSearch
+from kslim.nas.rl import RLNAS
+from kslim.nas.sa import SANAS
+from kslim.nas.search import search
+from kslim.nas.search_space import BlockSpace
+from kslim.nas.search_space import MobileNetV1Space
+from kslim.nas.search_space import MobileNetV2Space
+from kslim.nas.search_space import ResNetSpace
+from kslim.nas.search_space import SearchSpace
+from kslim.nas.search_space import StagedSpace
+
+__all__ = ["BlockSpace", "Constraint", "Controller", "MobileNetV1Space", "MobileNetV2Space",
+           "RLNAS", "RandomSearch", "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace",
+           "TableLatencyEvaluator", "search"]

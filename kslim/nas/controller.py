@@ -1,0 +1,129 @@
+"""`Controller`: what every token search shares — the ``next_archs()`` / ``reward(score)``
+protocol, budget filtering, the best candidate so far, and a checkpoint to resume from.
+
+A controller proposes candidates (token lists of a `SearchSpace`); candidates over the
+constraint's budget are skipped before anyone trains them. After each reward the whole state,
+random generator included, is written to the checkpoint (JSON, replaced atomically), so a
+search killed at any point resumes with the same next candidate and loses no finished trial.
+"""
+
+import abc
+import json
+import math
+import os
+import pathlib
+
+import numpy as np
+from absl import logging
+
+__all__ = ["Controller"]
+
+
+class Controller(abc.ABC):
+  """Base class of the search controllers (`SANAS`, `RLNAS`, `RandomSearch`).
+
+  Args:
+    space: the `SearchSpace` searched.
+    constraint: an optional `Constraint`; candidates over its budget are never proposed.
+    checkpoint: a JSON path; when it exists the controller resumes from it.
+    seed: seed of the controller's random generator.
+    max_resample: proposals tried per step before giving up on finding one within budget.
+  """
+
+  def __init__(self, space, constraint=None, checkpoint=None, seed=0, max_resample=200):
+    self.space = space
+    self.constraint = constraint
+    self.checkpoint = pathlib.Path(checkpoint) if checkpoint else None
+    self.max_resample = max_resample
+    self.rng = np.random.default_rng(seed)
+    self.step = 0
+    self.skipped = 0
+    self.best_tokens, self.best_reward = None, -math.inf
+    self.history = []  # one dict per rewarded candidate: step, tokens, reward, cost, accepted
+    self._pending, self._pending_cost = None, None
+    if self.checkpoint is not None and self.checkpoint.exists():
+      self._load()
+
+  @abc.abstractmethod
+  def propose(self):
+    """A new candidate's tokens (may be over budget: `next_archs` filters)."""
+
+  @abc.abstractmethod
+  def update(self, tokens, reward):
+    """Learns from `reward` of `tokens`; returns whether the candidate was accepted."""
+
+  def state(self):
+    """The subclass's own state, JSON-serializable."""
+    return {}
+
+  def load_state(self, state):
+    """Restores what `state` returned."""
+    del state
+
+  def next_archs(self):
+    """The next candidate to train, as a one-element list of token lists (PaddleSlim's
+    interface). Repeated calls before `reward` return the same candidate.
+
+    Raises:
+      RuntimeError: no candidate within the budget among `max_resample` proposals.
+    """
+    if self._pending is None:
+      for _ in range(self.max_resample):
+        tokens = self.space.check(self.propose())
+        cost = self._cost(tokens)
+        if self.constraint is None or cost <= self.constraint.budget:
+          self._pending, self._pending_cost = tokens, cost
+          break
+        self.skipped += 1
+        logging.debug("skipping %s: %s %g over budget %g", tokens,
+                      self.constraint.metric.value, cost, self.constraint.budget)
+      else:
+        raise RuntimeError(f"{type(self).__name__}: no candidate within {self.constraint} in "
+                           f"{self.max_resample} proposals; raise the budget")
+    return [list(self._pending)]
+
+  def reward(self, score):
+    """Records the score of the candidate `next_archs` returned; returns whether the
+    controller accepted it. Saves the checkpoint."""
+    if self._pending is None:
+      raise RuntimeError(f"{type(self).__name__}: reward() without a pending candidate; call "
+                         "next_archs() first")
+    score = float(score)
+    accepted = bool(self.update(self._pending, score))
+    if score > self.best_reward:
+      self.best_tokens, self.best_reward = list(self._pending), score
+    self.history.append({"step": self.step, "tokens": list(self._pending), "reward": score,
+                         "cost": self._pending_cost, "accepted": accepted})
+    self.step += 1
+    self._pending, self._pending_cost = None, None
+    self._save()
+    return accepted
+
+  def _cost(self, tokens):
+    if self.constraint is None:
+      return None
+    return self.constraint.value(self.space.build(tokens))
+
+  def _save(self):
+    if self.checkpoint is None:
+      return
+    data = {"controller": type(self).__name__, "step": self.step, "skipped": self.skipped,
+            "best_tokens": self.best_tokens, "best_reward": self.best_reward,
+            "history": self.history, "rng": self.rng.bit_generator.state, "state": self.state()}
+    self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, self.checkpoint)  # atomic: a crash never leaves half a checkpoint
+
+  def _load(self):
+    data = json.loads(self.checkpoint.read_text())
+    if data.get("controller") != type(self).__name__:
+      raise ValueError(f"{self.checkpoint} is a {data.get('controller')} checkpoint, not a "
+                       f"{type(self).__name__} one")
+    self.step, self.skipped = data["step"], data["skipped"]
+    self.best_tokens, self.best_reward = data["best_tokens"], data["best_reward"]
+    self.history = data["history"]
+    self.rng.bit_generator.state = data["rng"]
+    self.load_state(data["state"])
+    logging.info("%s: resumed from %s after %d steps", type(self).__name__, self.checkpoint,
+                 self.step)

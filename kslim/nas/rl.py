@@ -1,0 +1,75 @@
+"""`RLNAS`: a policy over tokens trained with REINFORCE (policy-gradient NAS).
+
+The controller is a categorical distribution per token position (independent softmax
+logits: the "simpler" controller of Zoph & Le's LSTM, enough for token spaces of a few dozen
+positions). After each trial its logits move along ``lr * (reward - baseline) * grad log p``,
+with an exponential moving average of past rewards as the baseline, so tokens of
+better-than-usual candidates become likelier.
+"""
+
+import numpy as np
+
+from kslim.nas.controller import Controller
+
+__all__ = ["RLNAS"]
+
+
+def _softmax(logits):
+  z = np.exp(logits - np.max(logits))
+  return z / z.sum()
+
+
+class RLNAS(Controller):
+  """REINFORCE architecture search with ``next_archs()`` / ``reward(score)``.
+
+  Args:
+    space: the `SearchSpace`.
+    learning_rate: step size of the policy-gradient update of the logits.
+    baseline_decay: decay of the reward baseline's moving average.
+    constraint, checkpoint, seed, max_resample: see `Controller`.
+
+  Example:
+    >>> rl = RLNAS(ResNetSpace(), learning_rate=2.0, checkpoint="runs/nas/rl.json")
+    >>> for _ in range(rl.step, 30):
+    ...   rl.reward(train_and_score(rl.space.decode(rl.next_archs()[0])))
+
+  References:
+    Williams, "Simple Statistical Gradient-Following Algorithms for Connectionist
+    Reinforcement Learning", 1992; Zoph & Le, "Neural Architecture Search with Reinforcement
+    Learning", https://arxiv.org/abs/1611.01578
+  """
+
+  def __init__(self, space, learning_rate=1.0, baseline_decay=0.8, constraint=None,
+               checkpoint=None, seed=0, max_resample=200):
+    if not learning_rate > 0 or not 0 <= baseline_decay < 1:
+      raise ValueError(f"RLNAS: need learning_rate > 0 and 0 <= baseline_decay < 1, got "
+                       f"{learning_rate!r}, {baseline_decay!r}")
+    self.learning_rate, self.baseline_decay = float(learning_rate), float(baseline_decay)
+    self.logits = [np.zeros(count) for count in space.choices]
+    self.baseline = None
+    super().__init__(space, constraint, checkpoint, seed, max_resample)
+
+  def probabilities(self):
+    """The policy: per token position, the probability of each option."""
+    return [_softmax(logits) for logits in self.logits]
+
+  def propose(self):
+    return [int(self.rng.choice(len(p), p=p)) for p in self.probabilities()]
+
+  def update(self, tokens, reward):
+    if self.baseline is None:
+      self.baseline = reward
+    advantage = reward - self.baseline
+    for logits, p, token in zip(self.logits, self.probabilities(), tokens):
+      grad = -p
+      grad[token] += 1.0  # d log softmax(logits)[token] / d logits
+      logits += self.learning_rate * advantage * grad
+    self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward
+    return True
+
+  def state(self):
+    return {"logits": [l.tolist() for l in self.logits], "baseline": self.baseline}
+
+  def load_state(self, state):
+    self.logits = [np.asarray(l, np.float64) for l in state["logits"]]
+    self.baseline = state["baseline"]

@@ -1,0 +1,138 @@
+"""SA, RL and random controllers: the annealing rule, policy updates, budgets, resuming."""
+
+import json
+import math
+from unittest import mock
+
+from absl.testing import absltest
+import numpy as np
+
+from kslim import nas
+from kslim.nas import sa as sa_lib
+
+
+def _space():
+  """Three tokens of (4, 3, 2) options; the "model" is a stub: controllers never train."""
+  return nas.BlockSpace({"a": (0, 1, 2, 3), "b": (0, 1, 2), "c": (0, 1)}, lambda **v: v)
+
+
+class _SumCost:
+  """A constraint on the sum of the token values (stands in for MACs)."""
+  metric = nas.constraints.Metric.MACS
+
+  def __init__(self, budget):
+    self.budget = budget
+
+  def value(self, values):
+    return float(sum(values.values()))
+
+
+class SANASTest(absltest.TestCase):
+
+  def test_acceptance_rule(self):
+    self.assertEqual(sa_lib.acceptance_probability(0.9, 0.8, 0.01), 1.0)
+    self.assertAlmostEqual(sa_lib.acceptance_probability(0.7, 0.8, 0.05), math.exp(-2.0))
+    self.assertEqual(sa_lib.acceptance_probability(0.7, 0.8, 0.0), 0.0)
+
+  def test_accepts_worse_only_when_the_draw_is_under_exp_delta_over_t(self):
+    sa = nas.SANAS(_space(), init_temperature=0.1, reduce_rate=0.5, seed=3)
+    sa.next_archs()
+    self.assertTrue(sa.reward(0.8))  # the first candidate is always accepted
+    self.assertEqual(sa.temperature, 0.05)  # 0.1 * 0.5 ** 1
+    # A worse reward 0.7: accepted iff the uniform draw < exp(-0.1 / 0.05) = 0.135.
+    for draw, accepted in ((0.10, True), (0.20, False)):
+      probe = nas.SANAS(_space(), init_temperature=0.1, reduce_rate=0.5, seed=3)
+      probe.next_archs()
+      probe.reward(0.8)
+      candidate = probe.next_archs()[0]
+      probe.rng = mock.Mock(random=mock.Mock(return_value=draw))  # the acceptance draw
+      self.assertEqual(probe.reward(0.7), accepted)
+      self.assertEqual(probe.current_tokens, candidate if accepted else probe.init_tokens)
+      self.assertEqual(probe.current_reward, 0.7 if accepted else 0.8)
+
+  def test_mutates_one_token_and_keeps_the_best(self):
+    sa = nas.SANAS(_space(), seed=0)
+    rewards = iter([0.5, 0.9, 0.1, 0.2, 0.3])
+    previous = None
+    for reward in rewards:
+      tokens = sa.next_archs()[0]
+      if previous is not None:
+        self.assertEqual(sum(a != b for a, b in zip(tokens, sa.current_tokens)), 1)
+      sa.reward(reward)
+      previous = tokens
+    self.assertEqual(sa.best_reward, 0.9)
+    self.assertEqual(sa.history[1]["tokens"], sa.best_tokens)
+
+
+class RLNASTest(absltest.TestCase):
+
+  def test_probabilities_move_toward_rewarded_tokens(self):
+    rl = nas.RLNAS(_space(), learning_rate=1.0, seed=0)
+    for _ in range(60):
+      tokens = rl.next_archs()[0]
+      rl.reward(1.0 if tokens[0] == 2 else 0.0)  # only token a=2 pays
+    p = rl.probabilities()
+    self.assertGreater(p[0][2], 0.7)
+    np.testing.assert_allclose([q.sum() for q in p], 1.0)
+
+  def test_one_update_against_the_reinforce_formula(self):
+    rl = nas.RLNAS(_space(), learning_rate=0.5, baseline_decay=0.8, seed=0)
+    rl.next_archs()
+    rl.reward(1.0)  # sets the baseline to 1: zero advantage, no change
+    np.testing.assert_allclose(rl.logits[0], 0.0)
+    tokens = rl.next_archs()[0]
+    rl.reward(2.0)  # advantage 2 - 1 = 1; grad of log p = onehot - p, with p uniform
+    want = 0.5 * 1.0 * (np.eye(4)[tokens[0]] - 0.25)
+    np.testing.assert_allclose(rl.logits[0], want)
+    self.assertAlmostEqual(rl.baseline, 0.8 * 1.0 + 0.2 * 2.0)
+
+
+class ConstraintAndResumeTest(absltest.TestCase):
+
+  def test_candidates_over_budget_are_never_proposed(self):
+    for controller in (nas.SANAS(_space(), constraint=_SumCost(2), seed=1),
+                       nas.RLNAS(_space(), constraint=_SumCost(2), seed=1),
+                       nas.RandomSearch(_space(), constraint=_SumCost(2), seed=1)):
+      for step in range(15):
+        tokens = controller.next_archs()[0]
+        self.assertLessEqual(sum(tokens), 2)  # token values equal the option values here
+        controller.reward(float(step % 4))
+      self.assertGreater(controller.skipped, 0, type(controller).__name__)
+      self.assertTrue(all(h["cost"] <= 2 for h in controller.history))
+
+  def test_impossible_budget_is_a_clear_error(self):
+    controller = nas.RandomSearch(_space(), constraint=_SumCost(-1), max_resample=5)
+    with self.assertRaisesRegex(RuntimeError, "no candidate within .* in 5 proposals"):
+      controller.next_archs()
+
+  def test_interrupted_search_resumes_with_the_same_candidates(self):
+    for cls in (nas.SANAS, nas.RLNAS, nas.RandomSearch):
+      def score(values):
+        return values["a"] * 0.3 + values["b"] * 0.1 - values["c"] * 0.2
+
+      tmp = self.create_tempdir().full_path
+      whole = cls(_space(), seed=7)
+      nas.search(whole, score, 12, progress=False)
+      first = cls(_space(), seed=7, checkpoint=f"{tmp}/ckpt.json")
+      nas.search(first, score, 5, log=f"{tmp}/log.jsonl", progress=False)
+      first.next_archs()  # proposed, then "killed" before its reward
+      resumed = cls(_space(), seed=7, checkpoint=f"{tmp}/ckpt.json")
+      self.assertEqual(resumed.step, 5)
+      best = nas.search(resumed, score, 12, log=f"{tmp}/log.jsonl", progress=False)
+      self.assertEqual([h["tokens"] for h in resumed.history],
+                       [h["tokens"] for h in whole.history], cls.__name__)
+      self.assertEqual(best, (whole.best_tokens, whole.best_reward))
+      lines = [json.loads(l) for l in open(f"{tmp}/log.jsonl")]
+      self.assertEqual([l["step"] for l in lines], list(range(12)))
+
+  def test_checkpoint_of_another_controller_is_refused(self):
+    path = f"{self.create_tempdir().full_path}/ckpt.json"
+    sa = nas.SANAS(_space(), checkpoint=path)
+    sa.next_archs()
+    sa.reward(0.5)
+    with self.assertRaisesRegex(ValueError, "is a SANAS checkpoint, not a RLNAS one"):
+      nas.RLNAS(_space(), checkpoint=path)
+
+
+if __name__ == "__main__":
+  absltest.main()
