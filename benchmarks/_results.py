@@ -4,7 +4,7 @@ import json
 import pathlib
 import platform
 
-__all__ = ["write_results", "rows_for", "subplots", "save_figure"]
+__all__ = ["write_results", "rows_for"]
 
 
 def write_results(path, benchmark, recipe, rows, **extra):
@@ -30,17 +30,3 @@ def rows_for(models, benchmark_model):
     rows += benchmark_model(name)
   return rows
 
-
-def subplots(*args, **kwargs):
-  """``matplotlib.pyplot.subplots`` on the file-only Agg backend (benchmarks run headless)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-  return pyplot.subplots(*args, **kwargs)
-
-
-def save_figure(figure, path):
-  """Writes `figure` as a PNG at `path` and says where."""
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  print(f"wrote {path}")

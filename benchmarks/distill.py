@@ -2,16 +2,17 @@
 
 Teacher: the reference CNN's 5-epoch float baseline (cached by the pipeline), fine-tuned
 --teacher_epochs more (cosine decay from 1e-3), cached as distill_teacher.keras. Student: the
-reference CNN at --student_width (0.5: 18K params), trained from scratch --epochs (3) epochs (Adam, cosine decay from
-2e-3, batch 128) for each seed: alone (cross-entropy), and with each distillation loss added to
-the cross-entropy — soft_label (Hinton KD), fitnet (hint at block3_relu through a learned 1x1
-adapter), fsp (block2->3 and block4->5 FSP matrices through adapters), logits_l2 — and with DML
-(two students of that width trained together, each reported). Accuracy from each student's
-float32 TFLite file on the full 10,000-image test set; mean +- std over the seeds. Each run's
-result is cached in --workdir, so an interrupted benchmark resumes where it stopped.
-Prints a table, writes benchmarks/results/distill.json and a bar chart (distill.png).
+reference CNN at --student_width (0.5: 18K params), trained from scratch --epochs (3) epochs
+(Adam, cosine decay from 2e-3, batch 128) for each seed: alone (cross-entropy), and with each
+distillation loss added to the cross-entropy — soft_label (Hinton KD), fitnet (hint at
+block3_relu through a learned 1x1 adapter), fsp (block2->3 and block4->5 FSP matrices through
+adapters), logits_l2 — and with DML (two students of that width trained together, each
+reported). Accuracy from each student's float32 TFLite file on the full 10,000-image test set;
+mean +- std over the seeds. Each run's result is cached in --workdir, so an interrupted
+benchmark resumes where it stopped. Prints a table, writes benchmarks/results/distill.json and
+a bar chart (distill.png).
 
-Usage: .venv/bin/python benchmarks/distill.py [--seeds=0,1,2] [--epochs=5]
+Usage: .venv/bin/python benchmarks/distill.py [--seeds=0,1,2] [--epochs=3] [--student_width=0.5]
 """
 
 import json
@@ -20,8 +21,9 @@ import pathlib
 from absl import app, flags, logging
 import numpy as np
 
-from _results import save_figure, subplots, write_results
+from _results import write_results
 
+from kslim import _plot
 from kslim import distill
 from kslim import models
 from kslim import pipeline
@@ -111,8 +113,8 @@ def _run(variant, seed, teacher, data, workdir):
   return result
 
 
-def _plot(rows, path):
-  figure, ax = subplots(figsize=(7, 4))
+def _figure(rows, path):
+  figure, ax = _plot.subplots(figsize=(7, 4))
   means = [100 * r["tflite_accuracy_mean"] for r in rows]
   ax.bar([r["variant"] for r in rows], means, yerr=[100 * r["tflite_accuracy_std"] for r in rows],
          capsize=4, color=["gray"] + ["tab:blue"] * (len(rows) - 1))
@@ -120,7 +122,8 @@ def _plot(rows, path):
   ax.set(ylim=(min(means) - 2, max(means) + 1), ylabel="student TFLite test accuracy (%)",
          title=f"reference_cnn x{_STUDENT_WIDTH.value:g} student, {_EPOCHS.value} epochs, "
                f"mean +- std of {len(_SEEDS.value)} seeds")
-  save_figure(figure, path)
+  _plot.save(figure, path)
+  print(f"wrote {path}")
 
 
 def main(argv):
@@ -161,7 +164,7 @@ def main(argv):
         kd["delta_vs_alone_pt"], kd["delta_vs_alone_pt"] >= 0.5)
   for key, value in targets.items():
     print(f"{key}: {value}")
-  _plot(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
+  _figure(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
   write_results(_OUTPUT.value, "distill",
                 f"teacher: reference_cnn 5-epoch baseline + {_TEACHER_EPOCHS.value} epochs "
                 f"(TFLite accuracy {teacher_acc:.4f}); students: reference_cnn width "

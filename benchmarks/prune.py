@@ -19,9 +19,10 @@ import pathlib
 from absl import app, flags, logging
 import numpy as np
 
-from _results import rows_for, save_figure, subplots, write_results
+from _results import rows_for, write_results
 
 import kslim
+from kslim import _plot
 from kslim import pipeline
 from kslim._table import format_table
 from kslim.cli._common import quiet_tensorflow
@@ -125,9 +126,10 @@ def _benchmark_model(name):
   return rows
 
 
-def _plot(rows, path):
+def _figure(rows, path):
   models = sorted({r["model"] for r in rows})
-  figure, axes = subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+  figure, axes = _plot.subplots(1, len(models), figsize=(6 * len(models), 4.5),
+                                squeeze=False)
   for ax, model in zip(axes[0], models):
     mine = [r for r in rows if r["model"] == model]
     ax.axhline(100 * mine[0]["tflite_accuracy"], color="gray", linestyle="--",
@@ -140,7 +142,8 @@ def _plot(rows, path):
     ax.set(title=model, xlabel="MACs (share of the unpruned model)",
            ylabel="TFLite test accuracy (%)")
     ax.legend(fontsize="x-small", ncol=2)
-  save_figure(figure, path)
+  _plot.save(figure, path)
+  print(f"wrote {path}")
 
 
 def main(argv):
@@ -170,7 +173,7 @@ def main(argv):
     targets[f"{model}: sensitivity beats uniform"] = f"{sum(w for _, w in wins)}/{len(wins)}"
   for key, value in targets.items():
     print(f"{key}: {value}")
-  _plot(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
+  _figure(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
   write_results(_OUTPUT.value, "prune",
                 f"5-epoch float baseline; each variant fine-tuned {_EXTRA_EPOCHS.value} extra "
                 f"epoch(s) (Adam, cosine decay from {_LEARNING_RATE.value:g}, batch 128), the "

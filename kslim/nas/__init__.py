@@ -12,9 +12,11 @@ Example:
 from kslim.nas.constraints import Constraint
 from kslim.nas.constraints import TableLatencyEvaluator
 from kslim.nas.controller import Controller
+from kslim.nas.evaluation import TrainEvaluator
 from kslim.nas.random_search import RandomSearch
 from kslim.nas.rl import RLNAS
 from kslim.nas.sa import SANAS
+from kslim.nas.search import plot_trials
 from kslim.nas.search import search
 from kslim.nas.search_space import BlockSpace
 from kslim.nas.search_space import MobileNetV1Space
@@ -25,4 +27,4 @@ from kslim.nas.search_space import StagedSpace
 
 __all__ = ["BlockSpace", "Constraint", "Controller", "MobileNetV1Space", "MobileNetV2Space",
            "RLNAS", "RandomSearch", "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace",
-           "TableLatencyEvaluator", "search"]
+           "TableLatencyEvaluator", "TrainEvaluator", "plot_trials", "search"]

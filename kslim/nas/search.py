@@ -5,7 +5,9 @@ import pathlib
 
 from tqdm import tqdm
 
-__all__ = ["search"]
+from kslim import _plot
+
+__all__ = ["search", "plot_trials"]
 
 
 def search(controller, evaluate, steps, log=None, progress=True):
@@ -39,3 +41,25 @@ def search(controller, evaluate, steps, log=None, progress=True):
       bar.update(1)
       bar.set_postfix(best=f"{controller.best_reward:.4f}")
   return controller.best_tokens, controller.best_reward
+
+
+def plot_trials(history, path, cost_label="cost"):
+  """Scatter of every trial's reward against its cost, the Pareto front joined: a PNG.
+
+  Args:
+    history: a controller's ``history`` (dicts with ``reward`` and ``cost``).
+    path: where the PNG goes.
+    cost_label: the x axis' name (e.g. "MACs").
+  """
+  points = sorted((h["cost"], h["reward"]) for h in history if h["cost"] is not None)
+  front, best = [], -float("inf")
+  for cost, reward in points:  # cheapest first: a point is on the front if it beats all cheaper
+    if reward > best:
+      front.append((cost, reward))
+      best = reward
+  figure, ax = _plot.subplots(figsize=(6, 4))
+  ax.scatter([c for c, _ in points], [r for _, r in points], s=14, alpha=0.6, label="trials")
+  ax.plot([c for c, _ in front], [r for _, r in front], "r.-", label="Pareto front")
+  ax.set(xlabel=cost_label, ylabel="reward (held-out accuracy)")
+  ax.legend()
+  _plot.save(figure, path)

@@ -21,6 +21,7 @@ from absl import logging
 import numpy as np
 import tqdm
 
+from kslim import _plot
 from kslim.pruning import prune as prune_lib
 from kslim.pruning import surgery
 from kslim.pruning.graph import DependencyGraph
@@ -226,10 +227,7 @@ def uniform_ratio_for_flops(graph, reduction, criterion="l1", align=1):
 
 def plot_sensitivity(sens, path):
   """Writes a PNG: metric loss against ratio, one curve per group."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-  figure, axes = plt.subplots(figsize=(7, 4.5))
+  figure, axes = _plot.subplots(figsize=(7, 4.5))
   for group in sens.metrics:
     ratios, losses = sens.losses(group)
     axes.plot(ratios, losses, marker="o", label=group)
@@ -237,6 +235,4 @@ def plot_sensitivity(sens, path):
            title=f"Pruning sensitivity of {sens.model_name} ({sens.criterion})")
   axes.axhline(0.0, color="gray", linewidth=0.5)
   axes.legend(fontsize="small", ncol=2)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
+  _plot.save(figure, path)
