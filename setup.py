@@ -48,6 +48,7 @@ setuptools.setup(
             "kslim-convert=kslim.cli.convert:run",
             "kslim-demo=kslim.cli.demo:run",
             "kslim-distill=kslim.cli.distill:run",
+            "kslim-nas=kslim.cli.nas:run",
             "kslim-profile=kslim.cli.profile:run",
             "kslim-prune=kslim.cli.prune:run",
             "kslim-quantize=kslim.cli.quantize:run",
