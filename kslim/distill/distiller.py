@@ -52,7 +52,7 @@ def _features(feature_net, layer_names, x, training):
 
 
 def _shapes(feature_net, layer_names):
-  shapes = [tf.TensorShape(s) for s in feature_net.output_shape]
+  shapes = [t.shape for t in feature_net.outputs]
   return {None: shapes[0], **dict(zip(layer_names, shapes[1:]))}
 
 

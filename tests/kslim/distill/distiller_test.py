@@ -187,6 +187,12 @@ class DistillerTest(absltest.TestCase):
       other = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Flatten(),
                                 keras.layers.Dense(3)])
       distill.Distiller(other, self.teacher, [distill.SoftLabel()])
+    four_classes = tiny_nets.tiny_net(2, "four", classes=4)
+    with self.assertRaisesRegex(ValueError, "teacher has 3 logits but the student 4"):
+      distill.Distiller(four_classes, self.teacher, [distill.SoftLabel()])
+    with self.assertRaisesRegex(ValueError, r"teacher logits \(None, 3\) and student logits "
+                                r"\(None, 4\) differ"):
+      distill.Distiller(four_classes, self.teacher, [distill.L2()])
     with self.assertRaisesRegex(TypeError, "not a kslim.distill loss"):
       distill.Distiller(self.student, self.teacher, [keras.losses.KLDivergence()])
 
