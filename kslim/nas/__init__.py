@@ -1,5 +1,5 @@
 """Architecture search: token search spaces, SA / RL / random controllers under MACs, params
-or device-latency budgets.
+or device-latency budgets; differentiable search (DARTS, PC-DARTS).
 
 Example:
   >>> from kslim import nas
@@ -12,7 +12,12 @@ Example:
 from kslim.nas.constraints import Constraint
 from kslim.nas.constraints import TableLatencyEvaluator
 from kslim.nas.controller import Controller
+from kslim.nas.darts import DARTS
+from kslim.nas.darts import Genotype
+from kslim.nas.darts import Supernet
+from kslim.nas.darts import build_network
 from kslim.nas.evaluation import TrainEvaluator
+from kslim.nas.pc_darts import PCDARTS
 from kslim.nas.random_search import RandomSearch
 from kslim.nas.rl import RLNAS
 from kslim.nas.sa import SANAS
@@ -25,6 +30,7 @@ from kslim.nas.search_space import ResNetSpace
 from kslim.nas.search_space import SearchSpace
 from kslim.nas.search_space import StagedSpace
 
-__all__ = ["BlockSpace", "Constraint", "Controller", "MobileNetV1Space", "MobileNetV2Space",
-           "RLNAS", "RandomSearch", "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace",
-           "TableLatencyEvaluator", "TrainEvaluator", "plot_trials", "search"]
+__all__ = ["BlockSpace", "Constraint", "Controller", "DARTS", "Genotype", "MobileNetV1Space",
+           "MobileNetV2Space", "PCDARTS", "RLNAS", "RandomSearch", "ResNetSpace", "SANAS",
+           "SearchSpace", "StagedSpace", "Supernet", "TableLatencyEvaluator", "TrainEvaluator",
+           "build_network", "plot_trials", "search"]
