@@ -1,5 +1,5 @@
 """Architecture search: token search spaces, SA / RL / random controllers under MACs, params
-or device-latency budgets; differentiable search (DARTS, PC-DARTS).
+or device-latency budgets; differentiable search (DARTS, PC-DARTS); Once-for-All supernets.
 
 Example:
   >>> from kslim import nas
@@ -17,6 +17,8 @@ from kslim.nas.darts import Genotype
 from kslim.nas.darts import Supernet
 from kslim.nas.darts import build_network
 from kslim.nas.evaluation import TrainEvaluator
+from kslim.nas.ofa import OFA
+from kslim.nas.ofa import OFASupernet
 from kslim.nas.pc_darts import PCDARTS
 from kslim.nas.random_search import RandomSearch
 from kslim.nas.rl import RLNAS
@@ -31,6 +33,6 @@ from kslim.nas.search_space import SearchSpace
 from kslim.nas.search_space import StagedSpace
 
 __all__ = ["BlockSpace", "Constraint", "Controller", "DARTS", "Genotype", "MobileNetV1Space",
-           "MobileNetV2Space", "PCDARTS", "RLNAS", "RandomSearch", "ResNetSpace", "SANAS",
-           "SearchSpace", "StagedSpace", "Supernet", "TableLatencyEvaluator", "TrainEvaluator",
-           "build_network", "plot_trials", "search"]
+           "MobileNetV2Space", "OFA", "OFASupernet", "PCDARTS", "RLNAS", "RandomSearch",
+           "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace", "Supernet",
+           "TableLatencyEvaluator", "TrainEvaluator", "build_network", "plot_trials", "search"]

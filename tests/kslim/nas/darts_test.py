@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from kslim import nas
+from kslim._keras import keras
 from kslim.nas import darts
 
 
@@ -13,7 +14,14 @@ def _data(n=8, seed=0):
   return rng.normal(size=(n, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, n)
 
 
-class SupernetTest(absltest.TestCase):
+class _Seeded(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    keras.utils.set_random_seed(0)
+
+
+class SupernetTest(_Seeded):
 
   def test_architecture_weights_receive_gradients(self):
     x, y = _data()
@@ -21,7 +29,7 @@ class SupernetTest(absltest.TestCase):
                 nas.Supernet(3, channels=4, layers=3, steps=1, partial=2,
                              edge_normalization=True)):
       with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
             y, net(x, training=True), from_logits=True))
       grads = tape.gradient(loss, net.arch_weights)
       self.assertLen(grads, 4 if net.edge_normalization else 2)
@@ -57,7 +65,7 @@ class SupernetTest(absltest.TestCase):
                                1.0, rtol=1e-6)
 
 
-class PartialChannelsTest(absltest.TestCase):
+class PartialChannelsTest(_Seeded):
 
   def test_only_one_kth_of_the_channels_goes_through_the_ops(self):
     op = darts.MixedOp(8, 1, partial=4)
@@ -76,7 +84,7 @@ class PartialChannelsTest(absltest.TestCase):
       darts.MixedOp(6, 1, partial=4)
 
 
-class SearchAndBuildTest(absltest.TestCase):
+class SearchAndBuildTest(_Seeded):
 
   def test_search_moves_the_architecture_and_builds_a_plain_model(self):
     # PC-DARTS runs DARTS' search loop and adds the betas: one trace covers both (tracing

@@ -1,0 +1,114 @@
+"""Once-for-All: extracted subnets equal the supernet in that configuration; training, picking."""
+
+from absl.testing import absltest
+import numpy as np
+
+from kslim import nas
+from kslim._keras import keras
+from kslim.conversion import convert
+from kslim.nas import ofa as ofa_lib
+from tflite_tools.runner import TFLiteRunner
+
+
+def _supernet():
+  keras.utils.set_random_seed(0)
+  return ofa_lib.OFASupernet((12, 12, 1), 3, stages=((8, 1), (16, 2)), head_channels=16)
+
+
+def _data(n=48, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(n, 12, 12, 1)).astype(np.float32), rng.integers(0, 3, n)
+
+
+class SupernetTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.net = _supernet()
+    rng = np.random.default_rng(1)
+    for w in self.net.weights:  # non-trivial batch-norm statistics that keep ReLUs alive
+      if "moving_mean" in w.name:
+        w.assign(rng.uniform(-0.1, 0.1, w.shape).astype(np.float32))
+      elif "moving_variance" in w.name:
+        w.assign(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
+    self.x, _ = _data(6)
+
+  def test_extracted_subnet_equals_the_supernet_in_that_configuration(self):
+    rng = np.random.default_rng(0)
+    outputs = []
+    for phase in ofa_lib.PHASES:
+      config = self.net.random_config(rng, phase)
+      self.net.set_config(config)
+      want = self.net(self.x, training=False).numpy()
+      subnet = self.net.extract(config)
+      np.testing.assert_allclose(subnet(self.x, training=False).numpy(), want, atol=1e-5,
+                                 err_msg=str(config))
+      outputs.append(want)
+      # The subnet really is smaller: its blocks, kernels and widths are the config's.
+      depth = config["depth"]
+      blocks = [l.name for l in subnet.layers if l.name.endswith("_project")]
+      self.assertLen(blocks, sum(depth))
+      first = subnet.get_layer("s1b1_dw")
+      self.assertEqual(first.kernel_size, (config["kernel"][0],) * 2)
+      self.assertEqual(subnet.get_layer("s1b1_expand").filters, 16 * config["expand"][0])  # stem 16
+    self.assertFalse(np.allclose(outputs[0], outputs[-1]), "configurations change the output")
+
+  def test_subnet_converts_to_tflite_with_the_same_outputs(self):
+    config = {"kernel": [3, 5, 3, 5, 3, 5], "expand": [3, 4, 6, 3, 4, 6], "depth": [2, 1]}
+    subnet = self.net.extract(config)
+    runner = TFLiteRunner(convert(subnet, "float32"))
+    np.testing.assert_allclose(runner.predict(self.x), subnet.predict(self.x, verbose=0),
+                               atol=1e-4)
+
+  def test_bad_configs_name_the_entry(self):
+    with self.assertRaisesRegex(ValueError, r"'kernel' must be 6 values of \(3, 5\)"):
+      self.net.set_config({"kernel": [7] * 6, "expand": [3] * 6, "depth": [1, 1]})
+    with self.assertRaisesRegex(ValueError, "'depth' must be 2 values"):
+      self.net.extract({"kernel": [3] * 6, "expand": [3] * 6, "depth": [1]})
+
+  def test_random_configs_follow_the_phase(self):
+    rng = np.random.default_rng(0)
+    largest = self.net.largest()
+    kernel = self.net.random_config(rng, "kernel")
+    self.assertEqual((kernel["expand"], kernel["depth"]), (largest["expand"], largest["depth"]))
+    depth = [self.net.random_config(rng, "depth") for _ in range(10)]
+    self.assertTrue(all(c["expand"] == largest["expand"] for c in depth))
+    self.assertGreater(len({tuple(c["depth"]) for c in depth}), 1)
+
+
+class TrainAndPickTest(absltest.TestCase):
+
+  def test_progressive_shrinking_then_pick_within_budget(self):
+    x, y = _data(48)
+    ofa = ofa_lib.OFA(_supernet(), learning_rate=1e-2)
+    before = [w.numpy().copy() for w in ofa.supernet.trainable_weights]
+    ofa.train(x, y, {"full": 1, "kernel": 1, "width": 1}, batch_size=16, progress=False)
+    self.assertIsNotNone(ofa.teacher)  # the frozen full network after the first phase
+    self.assertTrue(any(not np.allclose(a, b.numpy()) for a, b in
+                        zip(before, ofa.supernet.trainable_weights)))
+    budget = ofa.supernet.extract(ofa.supernet.largest()).count_params() * 0.6
+    config, model, score = ofa.pick(nas.Constraint("params", budget), x[:24], y[:24], x[24:],
+                                    samples=4)
+    self.assertLessEqual(model.count_params(), budget)
+    self.assertEqual(model.count_params(), ofa.supernet.extract(config).count_params())
+    self.assertBetween(score, 0.0, 1.0)
+    with self.assertRaisesRegex(ValueError, "no subnet within"):
+      ofa.pick(nas.Constraint("params", 10), x[:24], y[:24], x[24:], samples=2)
+    with self.assertRaisesRegex(ValueError, "unknown phases"):
+      ofa.train(x, y, {"shrink": 1})
+
+  def test_recalibration_sets_exact_statistics(self):
+    net = _supernet()
+    subnet = net.extract(net.largest())
+    x, _ = _data(40)
+    ofa_lib.recalibrate_batch_norm(subnet, x, batch_size=16)
+    stem_bn = subnet.get_layer("stem_bn")
+    features = subnet.get_layer("stem_conv")(x).numpy()
+    np.testing.assert_allclose(stem_bn.moving_mean.numpy(), features.mean(axis=(0, 1, 2)),
+                               atol=1e-5)
+    np.testing.assert_allclose(stem_bn.moving_variance.numpy(), features.var(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-6)
+
+
+if __name__ == "__main__":
+  absltest.main()
