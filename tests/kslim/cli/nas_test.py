@@ -34,7 +34,7 @@ class NasBinaryTest(absltest.TestCase):
     macs = [kslim.profile(space.decode(t)).total_macs
             for t in ([0] * len(space.choices), [c - 1 for c in space.choices])]
     budget = (macs[0] + macs[1]) / 2
-    out = os.path.join(self.tmp, "nas")
+    out = os.path.join(self.create_tempdir().full_path, "nas")
     args = [f"--dataset={self.data}", "--method=sa", "--space=mobilenet_v1", "--constraint=macs",
             f"--budget={budget}", "--held_out=32", "--batch_size=32", "--final_epochs=1",
             f"--output_dir={out}"]
