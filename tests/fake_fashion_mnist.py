@@ -45,3 +45,13 @@ def write_dataset(directory, n_train=256, n_test=128, compress=True, seed=0):
       else:
         (directory / stem).write_bytes(data)
   return train, test
+
+
+def write_npz(directory, n_train=96, n_test=64, seed=0):
+  """Writes ``data.npz`` (x_train, y_train, x_test, y_test; images in [0, 1] with a channel
+  axis), the --dataset file the kslim binaries take; returns its path."""
+  (x_train, y_train), (x_test, y_test) = make_split(n_train, seed), make_split(n_test, seed + 1)
+  path = pathlib.Path(directory) / "data.npz"
+  np.savez(path, x_train=x_train[..., None] / 255.0, y_train=y_train,
+           x_test=x_test[..., None] / 255.0, y_test=y_test)
+  return str(path)

@@ -2,7 +2,6 @@
 
 import os
 
-import numpy as np
 from absl.testing import absltest
 
 import kslim
@@ -18,11 +17,7 @@ class ConvertBinaryTest(absltest.TestCase):
 
   def test_converts_with_a_kslim_calibrator_and_prints_the_report(self):
     tmp = self.create_tempdir().full_path
-    (x_train, y_train), (x_test, y_test) = fake_fashion_mnist.make_split(64, seed=0), \
-        fake_fashion_mnist.make_split(32, seed=1)
-    data = os.path.join(tmp, "data.npz")
-    np.savez(data, x_train=x_train[..., None] / 255.0, y_train=y_train,
-             x_test=x_test[..., None] / 255.0, y_test=y_test)
+    data = fake_fashion_mnist.write_npz(tmp, n_train=64, n_test=32)
     model_path = os.path.join(tmp, "float.keras")
     kslim.models.reference_cnn().save(model_path)
     output = os.path.join(tmp, "out", "m.tflite")

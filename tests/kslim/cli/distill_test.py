@@ -21,11 +21,7 @@ class DistillBinaryTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = absltest.get_default_test_tmpdir()
-    (x_train, y_train), (x_test, y_test) = (fake_fashion_mnist.make_split(96, seed=0),
-                                            fake_fashion_mnist.make_split(64, seed=1))
-    cls.data = os.path.join(cls.tmp, "data.npz")
-    np.savez(cls.data, x_train=x_train[..., None] / 255.0, y_train=y_train,
-             x_test=x_test[..., None] / 255.0, y_test=y_test)
+    cls.data = fake_fashion_mnist.write_npz(cls.tmp)
     cls.teacher = os.path.join(cls.tmp, "teacher.keras")
     kslim.models.reference_cnn(width=0.5).save(cls.teacher)
 

@@ -4,7 +4,6 @@ import json
 import os
 
 from absl.testing import absltest
-import numpy as np
 
 import kslim
 from kslim import nas
@@ -23,11 +22,7 @@ class NasBinaryTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = absltest.get_default_test_tmpdir()
-    (x_train, y_train), (x_test, y_test) = (fake_fashion_mnist.make_split(96, seed=0),
-                                            fake_fashion_mnist.make_split(32, seed=1))
-    cls.data = os.path.join(cls.tmp, "data.npz")
-    np.savez(cls.data, x_train=x_train[..., None] / 255.0, y_train=y_train,
-             x_test=x_test[..., None] / 255.0, y_test=y_test)
+    cls.data = fake_fashion_mnist.write_npz(cls.tmp, n_test=32)
 
   def test_search_within_budget_resumes_and_saves_the_best(self):
     space = nas.MobileNetV1Space()

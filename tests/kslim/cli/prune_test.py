@@ -4,7 +4,6 @@ import json
 import os
 
 from absl.testing import absltest
-import numpy as np
 
 import kslim
 from kslim._keras import keras
@@ -18,21 +17,13 @@ def _run(*args):
 
 class PruneBinaryTest(absltest.TestCase):
 
-  def _data(self, tmp):
-    (x_train, y_train), (x_test, y_test) = fake_fashion_mnist.make_split(96, seed=0), \
-        fake_fashion_mnist.make_split(64, seed=1)
-    data = os.path.join(tmp, "data.npz")
-    np.savez(data, x_train=x_train[..., None] / 255.0, y_train=y_train,
-             x_test=x_test[..., None] / 255.0, y_test=y_test)
-    return data
-
   def test_sensitivity_derived_prune_fine_tunes_and_saves(self):
     tmp = self.create_tempdir().full_path
     model_path = os.path.join(tmp, "float.keras")
     model = kslim.models.reference_cnn(width=0.5)
     model.save(model_path)
     output, cache = os.path.join(tmp, "out", "small.keras"), os.path.join(tmp, "sens.json")
-    proc = _run(f"--model={model_path}", f"--dataset={self._data(tmp)}", "--criterion=fpgm",
+    proc = _run(f"--model={model_path}", f"--dataset={fake_fashion_mnist.write_npz(tmp)}", "--criterion=fpgm",
                 "--flops_reduction=0.5", f"--sensitivity_cache={cache}", "--held_out=64",
                 "--fine_tune_epochs=1", "--batch_size=32", f"--output={output}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])

@@ -19,11 +19,7 @@ class QuantizeBinaryTest(absltest.TestCase):
 
   def test_fine_tunes_exports_and_prints_before_and_after(self):
     tmp = self.create_tempdir().full_path
-    (x_train, y_train), (x_test, y_test) = fake_fashion_mnist.make_split(96, seed=0), \
-        fake_fashion_mnist.make_split(64, seed=1)
-    data = os.path.join(tmp, "data.npz")
-    np.savez(data, x_train=x_train[..., None] / 255.0, y_train=y_train,
-             x_test=x_test[..., None] / 255.0, y_test=y_test)
+    data = fake_fashion_mnist.write_npz(tmp)
     model_path = os.path.join(tmp, "float.keras")
     kslim.models.reference_cnn().save(model_path)
     tflite, qat_path = os.path.join(tmp, "out", "m.tflite"), os.path.join(tmp, "out", "m.keras")
