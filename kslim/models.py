@@ -1,4 +1,5 @@
-"""Reference models used by kslim's tests, benchmarks and demo, defined once here.
+"""Reference models used by kslim's tests, benchmarks and demo, defined once here, and the
+building blocks they share with kslim's NAS search spaces.
 
 All take Fashion-MNIST-shaped inputs by default and return logits (no softmax), which is what
 distillation losses and TFLite comparisons want.
@@ -6,16 +7,43 @@ distillation losses and TFLite comparisons want.
 
 from kslim._keras import keras
 
-__all__ = ["REFERENCE_MODELS", "reference_cnn", "plain_cnn", "mini_mobilenet_v2", "get"]
+__all__ = ["REFERENCE_MODELS", "reference_cnn", "plain_cnn", "mini_mobilenet_v2", "get",
+           "conv_bn_relu", "depthwise_bn_relu", "inverted_residual"]
 
 _layers = keras.layers
 
 
-def _conv_bn_relu(x, filters, kernel_size, strides, name):
+def conv_bn_relu(x, filters, name, kernel_size=1, strides=1, max_value=None):
+  """Conv2D (no bias) -> BatchNormalization -> ReLU (ReLU6 with ``max_value=6``), named
+  ``<name>_conv``, ``<name>_bn``, ``<name>_relu``."""
   x = _layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
                      name=f"{name}_conv")(x)
   x = _layers.BatchNormalization(name=f"{name}_bn")(x)
-  return _layers.ReLU(name=f"{name}_relu")(x)
+  return _layers.ReLU(max_value, name=f"{name}_relu")(x)
+
+
+def depthwise_bn_relu(x, name, kernel_size=3, strides=1, max_value=None):
+  """DepthwiseConv2D (no bias) -> BatchNormalization -> ReLU, named ``<name>_dw``,
+  ``<name>_dw_bn``, ``<name>_dw_relu``."""
+  x = _layers.DepthwiseConv2D(kernel_size, strides, padding="same", use_bias=False,
+                              name=f"{name}_dw")(x)
+  x = _layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+  return _layers.ReLU(max_value, name=f"{name}_dw_relu")(x)
+
+
+def inverted_residual(x, filters, strides, expansion, name, kernel_size=3):
+  """MobileNetV2 block: 1x1 expand (none at expansion 1), depthwise, linear 1x1 project, and
+  an Add when the shapes allow."""
+  in_channels = x.shape[-1]
+  y = x
+  if expansion > 1:
+    y = conv_bn_relu(y, in_channels * expansion, f"{name}_expand", max_value=6.0)
+  y = depthwise_bn_relu(y, name, kernel_size, strides, max_value=6.0)
+  y = _layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
+  y = _layers.BatchNormalization(name=f"{name}_project_bn")(y)
+  if strides == 1 and in_channels == filters:
+    y = _layers.Add(name=f"{name}_add")([x, y])
+  return y
 
 
 def reference_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0):
@@ -50,34 +78,13 @@ def _five_layer_cnn(input_shape, num_classes, width, batch_norm, name):
   for i, (filters, strides) in enumerate([(16, 1), (32, 2), (32, 1), (64, 2), (64, 1)]):
     filters, block = max(1, round(filters * width)), f"block{i + 1}"
     if batch_norm:
-      x = _conv_bn_relu(x, filters, 3, strides, block)
+      x = conv_bn_relu(x, filters, block, 3, strides)
     else:
       x = _layers.Conv2D(filters, 3, strides, padding="same", name=f"{block}_conv")(x)
       x = _layers.ReLU(name=f"{block}_relu")(x)
   x = _layers.GlobalAveragePooling2D(name="pool")(x)
   outputs = _layers.Dense(num_classes, name="logits")(x)
   return keras.Model(inputs, outputs, name=name)
-
-
-def _inverted_residual(x, filters, strides, expansion, name):
-  """MobileNetV2 block: 1x1 expand, 3x3 depthwise, linear 1x1 project, Add when shapes allow."""
-  in_channels = x.shape[-1]
-  y = _conv_bn_relu6(x, in_channels * expansion, name=f"{name}_expand")
-  y = _layers.DepthwiseConv2D(3, strides, padding="same", use_bias=False, name=f"{name}_dw")(y)
-  y = _layers.BatchNormalization(name=f"{name}_dw_bn")(y)
-  y = _layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
-  y = _layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
-  y = _layers.BatchNormalization(name=f"{name}_project_bn")(y)
-  if strides == 1 and in_channels == filters:
-    y = _layers.Add(name=f"{name}_add")([x, y])
-  return y
-
-
-def _conv_bn_relu6(x, filters, name, kernel_size=1, strides=1):
-  x = _layers.Conv2D(filters, kernel_size, strides, padding="same", use_bias=False,
-                     name=f"{name}_conv")(x)
-  x = _layers.BatchNormalization(name=f"{name}_bn")(x)
-  return _layers.ReLU(6.0, name=f"{name}_relu")(x)
 
 
 def mini_mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, width=1.0):
@@ -98,18 +105,16 @@ def mini_mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, width=1.0):
     return max(1, round(filters * width))
 
   inputs = keras.Input(input_shape, name="image")
-  x = _conv_bn_relu6(inputs, c(16), "stem", kernel_size=3)
-  x = _inverted_residual(x, c(16), 1, 2, "ir1")
-  x = _inverted_residual(x, c(24), 2, 4, "ir2")
-  x = _inverted_residual(x, c(24), 1, 4, "ir3")
-  left = _layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="branch_dw")(x)
-  left = _layers.BatchNormalization(name="branch_dw_bn")(left)
-  left = _layers.ReLU(6.0, name="branch_dw_relu")(left)
-  right = _conv_bn_relu6(x, c(24), "branch_pw")
+  x = conv_bn_relu(inputs, c(16), "stem", kernel_size=3, max_value=6.0)
+  x = inverted_residual(x, c(16), 1, 2, "ir1")
+  x = inverted_residual(x, c(24), 2, 4, "ir2")
+  x = inverted_residual(x, c(24), 1, 4, "ir3")
+  left = depthwise_bn_relu(x, "branch", max_value=6.0)
+  right = conv_bn_relu(x, c(24), "branch_pw", max_value=6.0)
   x = _layers.Concatenate(name="concat")([left, right])
-  x = _inverted_residual(x, c(48), 2, 2, "ir4")
-  x = _inverted_residual(x, c(48), 1, 2, "ir5")
-  x = _conv_bn_relu6(x, c(96), "head")
+  x = inverted_residual(x, c(48), 2, 2, "ir4")
+  x = inverted_residual(x, c(48), 1, 2, "ir5")
+  x = conv_bn_relu(x, c(96), "head", max_value=6.0)
   x = _layers.GlobalAveragePooling2D(name="pool")(x)
   outputs = _layers.Dense(num_classes, name="logits")(x)
   return keras.Model(inputs, outputs, name="mini_mobilenet_v2")

@@ -23,6 +23,7 @@ import abc
 import numpy as np
 
 from kslim._keras import keras
+from kslim.models import conv_bn_relu, depthwise_bn_relu, inverted_residual
 
 __all__ = ["SearchSpace", "StagedSpace", "MobileNetV2Space", "MobileNetV1Space", "ResNetSpace",
            "BlockSpace"]
@@ -114,7 +115,7 @@ class StagedSpace(SearchSpace):
 
   def build(self, tokens):
     inputs = keras.Input(self.input_shape, name="image")
-    x = _conv_bn_act(inputs, self.stem_filters, 3, 1, "stem", _layers.ReLU)
+    x = conv_bn_relu(inputs, self.stem_filters, "stem", kernel_size=3)
     for s, (cfg, (filters, stride)) in enumerate(zip(self.config(tokens), self.stages)):
       x = self.stage(x, cfg, filters, stride, f"stage{s + 1}")
     x = _layers.GlobalAveragePooling2D(name="pool")(x)
@@ -126,26 +127,8 @@ class StagedSpace(SearchSpace):
     """Appends one stage configured by `cfg` (option name -> value) to tensor `x`."""
 
 
-def _conv_bn_act(x, filters, kernel, stride, name, activation):
-  x = _layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False,
-                     name=f"{name}_conv")(x)
-  x = _layers.BatchNormalization(name=f"{name}_bn")(x)
-  return activation(name=f"{name}_act")(x)
-
-
-def _depthwise_bn_act(x, kernel, stride, name, activation):
-  x = _layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False,
-                              name=f"{name}_dw")(x)
-  x = _layers.BatchNormalization(name=f"{name}_dw_bn")(x)
-  return activation(name=f"{name}_dw_act")(x)
-
-
 def _width(filters, multiplier):
   return max(8, int(round(filters * multiplier / 8)) * 8)
-
-
-def _relu6(name):
-  return _layers.ReLU(6.0, name=name)
 
 
 class MobileNetV2Space(StagedSpace):
@@ -162,14 +145,8 @@ class MobileNetV2Space(StagedSpace):
   def stage(self, x, cfg, filters, stride, name):
     filters = _width(filters, cfg["width"])
     for d in range(cfg["depth"]):
-      block, inputs = f"{name}_block{d + 1}", x
-      if cfg["expansion"] > 1:
-        x = _conv_bn_act(x, x.shape[-1] * cfg["expansion"], 1, 1, f"{block}_expand", _relu6)
-      x = _depthwise_bn_act(x, cfg["kernel"], stride if d == 0 else 1, block, _relu6)
-      x = _layers.Conv2D(filters, 1, use_bias=False, name=f"{block}_project")(x)
-      x = _layers.BatchNormalization(name=f"{block}_project_bn")(x)
-      if d > 0 or (stride == 1 and inputs.shape[-1] == filters):
-        x = _layers.Add(name=f"{block}_add")([inputs, x])
+      x = inverted_residual(x, filters, stride if d == 0 else 1, cfg["expansion"],
+                            f"{name}_block{d + 1}", cfg["kernel"])
     return x
 
 
@@ -187,8 +164,8 @@ class MobileNetV1Space(StagedSpace):
     filters = _width(filters, cfg["width"])
     for d in range(cfg["depth"]):
       block = f"{name}_block{d + 1}"
-      x = _depthwise_bn_act(x, cfg["kernel"], stride if d == 0 else 1, block, _layers.ReLU)
-      x = _conv_bn_act(x, filters, 1, 1, f"{block}_pw", _layers.ReLU)
+      x = depthwise_bn_relu(x, block, cfg["kernel"], stride if d == 0 else 1)
+      x = conv_bn_relu(x, filters, f"{block}_pw")
     return x
 
 
@@ -205,7 +182,7 @@ class ResNetSpace(StagedSpace):
     filters = _width(filters, cfg["width"])
     for d in range(cfg["depth"]):
       block, inputs, s = f"{name}_block{d + 1}", x, stride if d == 0 else 1
-      x = _conv_bn_act(x, filters, cfg["kernel"], s, f"{block}_a", _layers.ReLU)
+      x = conv_bn_relu(x, filters, f"{block}_a", cfg["kernel"], s)
       x = _layers.Conv2D(filters, cfg["kernel"], padding="same", use_bias=False,
                          name=f"{block}_b_conv")(x)
       x = _layers.BatchNormalization(name=f"{block}_b_bn")(x)
