@@ -11,7 +11,7 @@ import numpy as np
 from kslim._keras import check_model, keras
 
 __all__ = ["compile_classifier", "fit_classifier", "fit_compiled", "finetune_schedule",
-           "accuracy"]
+           "accuracy", "model_accuracy"]
 
 
 def compile_classifier(model, learning_rate=2e-3):
@@ -54,3 +54,8 @@ def finetune_schedule(learning_rate, epochs, examples, batch_size=128):
 def accuracy(logits, labels):
   """Top-1 accuracy of `logits` (N, C) against integer `labels` (N,)."""
   return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(labels)))
+
+
+def model_accuracy(model, x, y, batch_size=512):
+  """Top-1 accuracy of a Keras `model`'s predictions on images `x` against labels `y`."""
+  return accuracy(model.predict(x, batch_size=batch_size, verbose=0), y)

@@ -15,7 +15,7 @@ from kslim.cli._common import define_dataset_flag, define_model_flags, start
 from kslim.conversion import Calibration, Mode, convert
 from kslim.conversion.calibration import DEFAULT_PERCENTILE
 from kslim.conversion.representative_data import MIN_SAMPLES
-from kslim.training import accuracy
+from kslim.training import accuracy, model_accuracy
 from tflite_tools.runner import TFLiteRunner
 
 _load_model = define_model_flags("The trained float tf_keras model", "Convert")
@@ -58,7 +58,7 @@ def main(argv):
                     io_dtype=_IO_DTYPE.value, output_path=_OUTPUT.value,
                     percentile=_PERCENTILE.value)
   float_kb = len(convert(model, "float32")) / 1024
-  float_acc = accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test)
+  float_acc = model_accuracy(model, x_test, y_test)
   tflite_acc = accuracy(TFLiteRunner(content).predict(x_test), y_test)
   print(content.report)
   label = _MODE.value + (f" ({_CALIBRATION.value})" if _MODE.value in ("int8", "int16x8")

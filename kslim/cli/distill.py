@@ -24,7 +24,7 @@ from kslim._enum import Choice
 from kslim._keras import keras
 from kslim._table import format_table
 from kslim.cli._common import define_dataset_flag, load_model, start
-from kslim.training import accuracy, finetune_schedule
+from kslim.training import finetune_schedule, model_accuracy
 
 
 class Loss(Choice):
@@ -158,7 +158,7 @@ def main(argv):
   (x_train, y_train), (x_test, y_test) = _load_data()
 
   def test_accuracy(model):
-    return accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test)
+    return model_accuracy(model, x_test, y_test)
 
   rows = [["teacher", f"{teacher.count_params():,}", f"{test_accuracy(teacher):.2%}"],
           ["student before", f"{student.count_params():,}", f"{test_accuracy(student):.2%}"]]

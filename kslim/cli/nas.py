@@ -23,7 +23,7 @@ from kslim._enum import Choice
 from kslim._table import format_table
 from kslim.cli._common import define_dataset_flag, start
 from kslim.nas.constraints import Metric
-from kslim.training import accuracy, finetune_schedule, fit_classifier
+from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 
 
 class Method(Choice):
@@ -130,7 +130,7 @@ def main(argv):
                                  _BATCH_SIZE.value)
     fit_classifier(best, x_train, y_train, _FINAL_EPOCHS.value, _BATCH_SIZE.value, schedule,
                    _SEED.value)
-    summary["test_accuracy"] = accuracy(best.predict(x_test, batch_size=512, verbose=0), y_test)
+    summary["test_accuracy"] = model_accuracy(best, x_test, y_test)
   best.save(out / "best.keras")
   (out / "best.json").write_text(json.dumps(summary, indent=1) + "\n")
   logging.info("best candidate: %s", summary)

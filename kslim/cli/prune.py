@@ -17,7 +17,7 @@ from kslim import pruning
 from kslim._table import format_table
 from kslim.cli._common import define_dataset_flag, define_model_flags, start
 from kslim.pruning.criteria import Criterion
-from kslim.training import accuracy, finetune_schedule, fit_classifier
+from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 
 _load_model = define_model_flags("The trained tf_keras model", "Prune")
 _load_data = define_dataset_flag()
@@ -73,7 +73,7 @@ def _ratios(model, x_held, y_held):
     return pruning.uniform_ratio_for_flops(graph, _FLOPS_REDUCTION.value, _CRITERION.value,
                                            _ALIGN.value)
   sens = pruning.sensitivity(
-      model, lambda m: accuracy(m.predict(x_held, batch_size=512, verbose=0), y_held),
+      model, lambda m: model_accuracy(m, x_held, y_held),
       criterion=_CRITERION.value, cache=_SENSITIVITY_CACHE.value)
   return pruning.ratios_for_flops(sens, _FLOPS_REDUCTION.value)
 
@@ -96,7 +96,7 @@ def main(argv):
   rows = []
   for label, m in (("original", model), (f"pruned ({_CRITERION.value})", pruned)):
     prof = profiling.profile(m)
-    acc = accuracy(m.predict(x_test, batch_size=512, verbose=0), y_test)
+    acc = model_accuracy(m, x_test, y_test)
     rows.append([label, f"{prof.total_params:,}", f"{prof.total_macs:,}", f"{100 * acc:.2f}%"])
   print(format_table(["model", "params", "MACs", "test acc"], rows))
   print(f"saved {_OUTPUT.value}")

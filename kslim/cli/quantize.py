@@ -14,7 +14,7 @@ from kslim._table import format_table
 from kslim.cli._common import define_dataset_flag, define_model_flags, start
 from kslim.conversion import convert
 from kslim.quantization import QuantConfig, quantize, quantizers
-from kslim.training import accuracy, finetune_schedule, fit_classifier
+from kslim.training import accuracy, finetune_schedule, fit_classifier, model_accuracy
 from tflite_tools.runner import TFLiteRunner
 
 _load_model = define_model_flags("The trained float tf_keras model", "Quantize")
@@ -56,7 +56,7 @@ def main(argv):
   start(argv)
   model = _load_model()
   (x_train, y_train), (x_test, y_test) = _load_data()
-  float_acc = accuracy(model.predict(x_test, batch_size=512, verbose=0), y_test)
+  float_acc = model_accuracy(model, x_test, y_test)
   float_kb = len(convert(model, "float32")) / 1024
   config = QuantConfig(weight_bits=_WEIGHT_BITS.value, activation_bits=_ACTIVATION_BITS.value,
                        weight_quantizer=_WEIGHT_QUANTIZER.value,
@@ -72,7 +72,7 @@ def main(argv):
   if _OUTPUT_KERAS.value:
     pathlib.Path(_OUTPUT_KERAS.value).parent.mkdir(parents=True, exist_ok=True)
     qat.save(_OUTPUT_KERAS.value)
-  qat_acc = accuracy(qat.predict(x_test, batch_size=512, verbose=0), y_test)
+  qat_acc = model_accuracy(qat, x_test, y_test)
   tflite_acc = accuracy(TFLiteRunner(content).predict(x_test), y_test)
   print(content.report)
   print(format_table(["model", "Keras acc", "TFLite acc", "TFLite KB"], [

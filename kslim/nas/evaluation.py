@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from kslim.training import accuracy, finetune_schedule, fit_classifier
+from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 
 __all__ = ["TrainEvaluator"]
 
@@ -32,4 +32,4 @@ class TrainEvaluator:
                                  self.batch_size)
     fit_classifier(model, self.x_train, self.y_train, self.epochs, self.batch_size, schedule,
                    self.seed, verbose=0)
-    return accuracy(model.predict(self.x_val, batch_size=512, verbose=0), self.y_val)
+    return model_accuracy(model, self.x_val, self.y_val)

@@ -18,7 +18,7 @@ from kslim.conversion import convert
 from kslim.quantization import QuantConfig
 from kslim.quantization import quantize
 from kslim.profiling import profile
-from kslim.training import accuracy, finetune_schedule, fit_classifier
+from kslim.training import accuracy, finetune_schedule, fit_classifier, model_accuracy
 from tflite_tools.benchmark_lib import measure_latency
 from tflite_tools.runner import TFLiteRunner
 
@@ -183,7 +183,7 @@ def _evaluate(ctx):
   """Measures the current model and its TFLite file on the test set; appends a row."""
   _require_model(ctx, "evaluate")
   _, (x_test, y_test) = ctx.data
-  keras_acc = accuracy(ctx.model.predict(x_test, batch_size=512, verbose=0), y_test)
+  keras_acc = model_accuracy(ctx.model, x_test, y_test)
   prof = profile(ctx.model)
   tflite_acc = tflite_kb = None
   latency = {}
