@@ -107,6 +107,20 @@ class MixedOp(_L.Layer):
     return channel_shuffle(tf.concat([out, bypass], axis=-1), self.partial)
 
 
+def _cell_plan(layers, channels):
+  """Per cell of the macro network: (is a reduction cell, follows one, its channels).
+
+  Reductions sit at 1/3 and 2/3 of the depth (with at least 3 cells) and double the channels.
+  """
+  plan, reduce_previous = [], False
+  for i in range(layers):
+    reduction = i in (layers // 3, 2 * layers // 3) and layers >= 3
+    channels = channels * 2 if reduction else channels
+    plan.append((reduction, reduce_previous, channels))
+    reduce_previous = reduction
+  return plan
+
+
 def _preprocess(channels, reduce_input, affine):
   """Brings a previous cell's output to `channels` (and halves it when it is a step behind)."""
   return keras.Sequential([_L.ReLU(), _L.Conv2D(channels, 1, 2 if reduce_input else 1,
@@ -163,12 +177,8 @@ class Supernet(keras.Model):
       self.beta_reduce = self.add_weight("beta_reduce", (edges,), initializer=init)
     self.stem = keras.Sequential([_L.Conv2D(3 * channels, 3, padding="same", use_bias=False),
                                   _bn(True)])
-    self.cells, reduce_previous, c = [], False, channels
-    for i in range(layers):
-      reduction = i in (layers // 3, 2 * layers // 3) and layers >= 3
-      c = c * 2 if reduction else c
-      self.cells.append(SearchCell(steps, c, reduction, reduce_previous, partial))
-      reduce_previous = reduction
+    self.cells = [SearchCell(steps, c, reduction, reduce_previous, partial)
+                  for reduction, reduce_previous, c in _cell_plan(layers, channels)]
     self.pool = _L.GlobalAveragePooling2D()
     self.classifier = _L.Dense(num_classes)
 
@@ -239,10 +249,7 @@ def build_network(genotype, input_shape=(28, 28, 1), num_classes=10, channels=16
   inputs = keras.Input(input_shape, name="image")
   s0 = s1 = _bn(True)(_L.Conv2D(3 * channels, 3, padding="same", use_bias=False,
                                 name="stem_conv")(inputs))
-  reduce_previous, c = False, channels
-  for i in range(layers):
-    reduction = i in (layers // 3, 2 * layers // 3) and layers >= 3
-    c = c * 2 if reduction else c
+  for i, (reduction, reduce_previous, c) in enumerate(_cell_plan(layers, channels)):
     nodes = genotype.reduce if reduction else genotype.normal
     states = [_preprocess(c, reduce_previous, True)(s0), _preprocess(c, False, True)(s1)]
     for node in nodes:
@@ -250,7 +257,6 @@ def build_network(genotype, input_shape=(28, 28, 1), num_classes=10, channels=16
           _operation(op, c, 2 if reduction and j < 2 else 1, affine=True)(states[j])
           for op, j in node]))
     s0, s1 = s1, _L.Concatenate(name=f"cell{i + 1}")(states[2:])
-    reduce_previous = reduction
   x = _L.GlobalAveragePooling2D(name="pool")(s1)
   return keras.Model(inputs, _L.Dense(num_classes, name="logits")(x), name="darts_network")
 

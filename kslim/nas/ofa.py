@@ -28,16 +28,12 @@ from tqdm import tqdm
 
 from kslim._keras import keras
 from kslim.distill.losses import soft_kl
-from kslim.training import accuracy
+from kslim.training import model_accuracy
 
 __all__ = ["OFASupernet", "OFA", "recalibrate_batch_norm", "PHASES"]
 
 _L = keras.layers
 PHASES = ("full", "kernel", "depth", "width")  # progressive shrinking, in order
-
-
-def _relu6(x):
-  return tf.nn.relu6(x)
 
 
 class OFASupernet(keras.Model):
@@ -130,24 +126,24 @@ class OFASupernet(keras.Model):
   # Forward -------------------------------------------------------------------------------------
 
   def call(self, x, training=None):
-    x = _relu6(self.stem[1](self.stem[0](x), training=training))
+    x = tf.nn.relu6(self.stem[1](self.stem[0](x), training=training))
     for i, (stage, d, cin, cout, stride, layers) in enumerate(self.blocks):
       hidden = cin * max(self.expands)
       active = tf.cast(tf.range(hidden) < cin * self._expand[i], x.dtype)
       half = self._kernel[i] // 2
       grid = tf.abs(tf.range(self.max_kernel) - self.max_kernel // 2) <= half
       kernel_mask = tf.cast(grid[:, None] & grid[None, :], x.dtype)[:, :, None, None]
-      h = _relu6(layers["expand_bn"](layers["expand"](x), training=training)) * active
+      h = tf.nn.relu6(layers["expand_bn"](layers["expand"](x), training=training)) * active
       dw = layers["dw"]
       h = tf.nn.depthwise_conv2d(h, dw.depthwise_kernel * kernel_mask, [1, stride, stride, 1],
                                  "SAME")
-      h = _relu6(layers["dw_bn"](h, training=training)) * active
+      h = tf.nn.relu6(layers["dw_bn"](h, training=training)) * active
       h = layers["project_bn"](layers["project"](h), training=training)
       if d == 0:
         x = x + h if stride == 1 and cin == cout else h
       else:  # a block past the stage's depth is skipped: identity
         x = x + tf.cast(d < self._depth[stage], x.dtype) * h
-    x = _relu6(self.head[1](self.head[0](x), training=training))
+    x = tf.nn.relu6(self.head[1](self.head[0](x), training=training))
     return self.classifier(tf.reduce_mean(x, axis=[1, 2]))
 
   # Extraction ----------------------------------------------------------------------------------
@@ -206,7 +202,6 @@ def recalibrate_batch_norm(model, x, batch_size=500):
   bns = [layer for layer in model.layers if isinstance(layer, _L.BatchNormalization)]
   probe = keras.Model(model.inputs, [bn.input for bn in bns])
   sums = None
-  count = 0
   for start in range(0, len(x), batch_size):
     feats = probe(x[start:start + batch_size], training=False)
     feats = feats if isinstance(feats, list) else [feats]
@@ -214,7 +209,6 @@ def recalibrate_batch_norm(model, x, batch_size=500):
               int(np.prod(f.shape[:3]))) for f in feats]
     sums = batch if sums is None else [(a + c, b + d, n + m) for (a, b, n), (c, d, m)
                                        in zip(sums, batch)]
-    count += 1
   for bn, (total, squares, n) in zip(bns, sums):
     mean = total / n
     gamma, beta, _, _ = bn.get_weights()
@@ -310,7 +304,7 @@ class OFA:
       if constraint is not None and not constraint.satisfied(model):
         continue
       recalibrate_batch_norm(model, x_calib)
-      score = accuracy(model.predict(x_val, batch_size=500, verbose=0), y_val)
+      score = model_accuracy(model, x_val, y_val)
       logging.info("OFA subnet %s: held-out accuracy %.4f", config, score)
       if best is None or score > best[2]:
         best = (config, model, score)
