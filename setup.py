@@ -41,7 +41,8 @@ setuptools.setup(
     extras_require={
         "tensorflow": ["tensorflow>=2.21"],
         "tensorflow-cpu": ["tensorflow-cpu>=2.21"],
-        "test": ["pytest>=8"],
+        "distributed": ["optuna>=4"],  # kslim.nas.OptunaExecutor / OptunaWorker
+        "test": ["pytest>=8", "optuna>=4"],
     },
     entry_points={
         "console_scripts": [

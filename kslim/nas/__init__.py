@@ -17,6 +17,10 @@ from kslim.nas.darts import Genotype
 from kslim.nas.darts import Supernet
 from kslim.nas.darts import build_network
 from kslim.nas.evaluation import TrainEvaluator
+from kslim.nas.executor import Executor
+from kslim.nas.executor import LocalExecutor
+from kslim.nas.executor import OptunaExecutor
+from kslim.nas.executor import OptunaWorker
 from kslim.nas.ofa import OFA
 from kslim.nas.ofa import OFASupernet
 from kslim.nas.pc_darts import PCDARTS
@@ -32,7 +36,8 @@ from kslim.nas.search_space import ResNetSpace
 from kslim.nas.search_space import SearchSpace
 from kslim.nas.search_space import StagedSpace
 
-__all__ = ["BlockSpace", "Constraint", "Controller", "DARTS", "Genotype", "MobileNetV1Space",
-           "MobileNetV2Space", "OFA", "OFASupernet", "PCDARTS", "RLNAS", "RandomSearch",
+__all__ = ["BlockSpace", "Constraint", "Controller", "DARTS", "Executor", "Genotype",
+           "LocalExecutor", "MobileNetV1Space", "MobileNetV2Space", "OFA", "OFASupernet",
+           "OptunaExecutor", "OptunaWorker", "PCDARTS", "RLNAS", "RandomSearch",
            "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace", "Supernet",
            "TableLatencyEvaluator", "TrainEvaluator", "build_network", "plot_trials", "search"]

@@ -40,7 +40,7 @@ class Controller(abc.ABC):
     self.skipped = 0
     self.best_tokens, self.best_reward = None, -math.inf
     self.history = []  # one dict per rewarded candidate: step, tokens, reward, cost, accepted
-    self._pending, self._pending_cost = None, None
+    self._pending = []  # (tokens, cost) of the candidates proposed and not yet rewarded
     if self.checkpoint is not None and self.checkpoint.exists():
       self._load()
 
@@ -60,44 +60,61 @@ class Controller(abc.ABC):
     """Restores what `state` returned."""
     del state
 
-  def next_archs(self):
-    """The next candidate to train, as a one-element list of token lists (PaddleSlim's
-    interface). Repeated calls before `reward` return the same candidate.
+  def next_archs(self, count=1):
+    """The next candidates to train: `count` distinct token lists, each within budget
+    (PaddleSlim's interface; `count` > 1 feeds parallel workers). Repeated calls before
+    `reward` return the same candidates.
 
     Raises:
-      RuntimeError: no candidate within the budget among `max_resample` proposals.
+      RuntimeError: fewer than `count` distinct candidates within the budget among
+        `max_resample` proposals.
     """
-    if self._pending is None:
-      for _ in range(self.max_resample):
+    if count < 1:
+      raise ValueError(f"{type(self).__name__}.next_archs: count must be >= 1, got {count}")
+    if not self._pending:
+      tries = 0
+      while len(self._pending) < count:
+        if tries == self.max_resample:
+          self._pending = []
+          raise RuntimeError(f"{type(self).__name__}: fewer than {count} distinct candidates "
+                             f"within {self.constraint} in {self.max_resample} proposals; "
+                             "raise the budget")
+        tries += 1
         tokens = self.space.check(self.propose())
+        if any(tokens == pending for pending, _ in self._pending):
+          continue
         cost = self._cost(tokens)
         if self.constraint is None or cost <= self.constraint.budget:
-          self._pending, self._pending_cost = tokens, cost
-          break
+          self._pending.append((tokens, cost))
+          continue
         self.skipped += 1
         logging.debug("skipping %s: %s %g over budget %g", tokens,
                       self.constraint.metric.value, cost, self.constraint.budget)
-      else:
-        raise RuntimeError(f"{type(self).__name__}: no candidate within {self.constraint} in "
-                           f"{self.max_resample} proposals; raise the budget")
-    return [list(self._pending)]
+    return [list(tokens) for tokens, _ in self._pending]
 
   def reward(self, score):
-    """Records the score of the candidate `next_archs` returned; returns whether the
-    controller accepted it. Saves the checkpoint."""
-    if self._pending is None:
+    """Records the scores of the candidates `next_archs` returned, in its order: one float,
+    or a list with one per candidate. Returns whether the controller accepted each (a bool,
+    or a list of them). Saves the checkpoint."""
+    if not self._pending:
       raise RuntimeError(f"{type(self).__name__}: reward() without a pending candidate; call "
                          "next_archs() first")
-    score = float(score)
-    accepted = bool(self.update(self._pending, score))
-    if score > self.best_reward:
-      self.best_tokens, self.best_reward = list(self._pending), score
-    self.history.append({"step": self.step, "tokens": list(self._pending), "reward": score,
-                         "cost": self._pending_cost, "accepted": accepted})
-    self.step += 1
-    self._pending, self._pending_cost = None, None
+    scores = [score] if np.ndim(score) == 0 else list(score)
+    if len(scores) != len(self._pending):
+      raise ValueError(f"{type(self).__name__}: {len(scores)} scores for "
+                       f"{len(self._pending)} pending candidates")
+    accepted = []
+    for (tokens, cost), value in zip(self._pending, scores):
+      value = float(value)
+      accepted.append(bool(self.update(tokens, value)))
+      if value > self.best_reward:
+        self.best_tokens, self.best_reward = list(tokens), value
+      self.history.append({"step": self.step, "tokens": list(tokens), "reward": value,
+                           "cost": cost, "accepted": accepted[-1]})
+      self.step += 1
+    self._pending = []
     self._save()
-    return accepted
+    return accepted[0] if np.ndim(score) == 0 else accepted
 
   def _cost(self, tokens):
     if self.constraint is None:

@@ -60,8 +60,9 @@ class SANAS(Controller):
     return self.init_temperature * self.reduce_rate ** self.step
 
   def propose(self):
-    if self.current_tokens is None:  # the first candidate, then random ones if it is over budget
-      return self.init_tokens if self.skipped == 0 else self.space.random_tokens(self.rng)
+    if self.current_tokens is None:  # the first candidate; random ones if it is over budget
+      first = self.skipped == 0 and not self._pending  # or when a batch needs more than one
+      return self.init_tokens if first else self.space.random_tokens(self.rng)
     tokens = list(self.current_tokens)
     positions = [i for i, count in enumerate(self.space.choices) if count > 1]
     i = positions[self.rng.integers(len(positions))]

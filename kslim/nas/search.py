@@ -6,26 +6,32 @@ import pathlib
 from tqdm import tqdm
 
 from kslim import _plot
+from kslim.nas.executor import LocalExecutor
 
 __all__ = ["search", "plot_trials"]
 
 
-def search(controller, evaluate, steps, log=None, progress=True):
+def search(controller, evaluate=None, steps=20, log=None, progress=True, executor=None):
   """Runs a controller until it has scored `steps` candidates; resumes where it stopped.
 
   Args:
     controller: a `Controller` (`SANAS`, `RLNAS`, `RandomSearch`); give it a checkpoint to
       make the search resumable.
     evaluate: ``evaluate(model) -> float``, higher is better (e.g. accuracy after a short
-      training on held-out data).
+      training on held-out data): candidates train in this process.
     steps: total number of scored candidates, counting those of earlier runs.
     log: optional JSON-lines path: one line per candidate (step, tokens, reward, cost,
       accepted), rewritten from the controller's history on resume.
     progress: show a tqdm bar.
+    executor: instead of `evaluate`, an `Executor` (e.g. `OptunaExecutor`) that scores
+      ``executor.parallelism`` candidates at a time wherever it runs them.
 
   Returns:
     ``(best_tokens, best_reward)``.
   """
+  if (evaluate is None) == (executor is None):
+    raise ValueError("search: give exactly one of evaluate and executor")
+  executor = executor or LocalExecutor(evaluate)
   log = pathlib.Path(log) if log else None
   if log is not None:
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -33,13 +39,15 @@ def search(controller, evaluate, steps, log=None, progress=True):
   with tqdm(total=steps, initial=min(controller.step, steps), disable=not progress,
             desc=type(controller).__name__) as bar:
     while controller.step < steps:
-      tokens = controller.next_archs()[0]
-      controller.reward(evaluate(controller.space.decode(tokens)))
+      first = controller.step
+      candidates = controller.next_archs(min(executor.parallelism, steps - first))
+      controller.reward(executor.map(controller.space, candidates, first))
       if log is not None:
         with log.open("a") as f:
-          f.write(json.dumps(controller.history[-1]) + "\n")
-      bar.update(1)
+          f.writelines(json.dumps(entry) + "\n" for entry in controller.history[first:])
+      bar.update(controller.step - first)
       bar.set_postfix(best=f"{controller.best_reward:.4f}")
+  executor.close()
   return controller.best_tokens, controller.best_reward
 
 

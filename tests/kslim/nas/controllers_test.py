@@ -102,8 +102,34 @@ class ConstraintAndResumeTest(absltest.TestCase):
 
   def test_impossible_budget_is_a_clear_error(self):
     controller = nas.RandomSearch(_space(), constraint=_SumCost(-1), max_resample=5)
-    with self.assertRaisesRegex(RuntimeError, "no candidate within .* in 5 proposals"):
+    with self.assertRaisesRegex(RuntimeError, "fewer than 1 distinct candidates within .* in 5 "
+                                "proposals"):
       controller.next_archs()
+
+  def test_batches_are_distinct_within_budget_and_rewarded_in_order(self):
+    for controller in (nas.SANAS(_space(), constraint=_SumCost(3), seed=2),
+                       nas.RLNAS(_space(), constraint=_SumCost(3), seed=2),
+                       nas.RandomSearch(_space(), constraint=_SumCost(3), seed=2)):
+      name = type(controller).__name__
+      for _ in range(3):
+        batch = controller.next_archs(3)
+        self.assertLen(batch, 3)
+        self.assertLen({tuple(t) for t in batch}, 3, name)
+        self.assertTrue(all(sum(t) <= 3 for t in batch), name)
+        self.assertEqual(controller.next_archs(3), batch)  # pending until rewarded
+        with self.assertRaisesRegex(ValueError, "2 scores for 3 pending candidates"):
+          controller.reward([0.1, 0.2])
+        accepted = controller.reward([sum(t) / 10 for t in batch])
+        self.assertLen(accepted, 3)
+        self.assertEqual([h["tokens"] for h in controller.history[-3:]], batch)
+      self.assertEqual(controller.step, 9)
+      self.assertEqual([h["step"] for h in controller.history], list(range(9)))
+    sa = nas.SANAS(_space(), init_tokens=[1, 1, 0])
+    self.assertEqual(sa.next_archs(2)[0], [1, 1, 0])  # the first batch starts at init_tokens
+
+  def test_too_many_distinct_candidates_for_the_space_is_an_error(self):
+    with self.assertRaisesRegex(RuntimeError, "fewer than 25 distinct candidates"):
+      nas.RandomSearch(_space(), max_resample=100).next_archs(25)  # the space has 24
 
   def test_interrupted_search_resumes_with_the_same_candidates(self):
     for cls in (nas.SANAS, nas.RLNAS, nas.RandomSearch):
