@@ -21,6 +21,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from kslim._keras import keras
+from kslim.nas.checkpoint import EpochCheckpoint
 
 __all__ = ["PRIMITIVES", "Genotype", "Supernet", "DARTS", "build_network", "edge_count"]
 
@@ -307,16 +308,31 @@ class DARTS:
     return loss
 
   def search(self, x_train, y_train, x_val, y_val, epochs=1, batch_size=64, seed=0,
-             progress=True):
+             progress=True, checkpoint_dir=None):
     """Runs `epochs` passes over the training data, each step also taking a held-out batch.
+
+    Args:
+      x_train, y_train: the data the network weights learn from.
+      x_val, y_val: held-out data the architecture parameters learn from.
+      epochs: passes over `x_train`, in total across resumes.
+      batch_size: batch size of both.
+      seed: seed of the batch order (epoch e draws from ``(seed, e)``).
+      progress: show tqdm bars.
+      checkpoint_dir: when given, the supernet and both optimizers are saved after every
+        epoch, and a search restarted with the same directory resumes after the last one.
 
     Returns:
       The final `Genotype`.
     """
-    rng = np.random.default_rng(seed)
     self.supernet(x_train[:1])  # builds every weight before the tf.function traces
+    self.weight_optimizer.build(self.supernet.network_weights)
+    self.arch_optimizer.build(self.supernet.arch_weights)
+    state = EpochCheckpoint(checkpoint_dir, supernet=self.supernet,
+                            weight_optimizer=self.weight_optimizer,
+                            arch_optimizer=self.arch_optimizer)
     steps = len(x_train) // batch_size
-    for epoch in range(epochs):
+    for epoch in range(state.epochs_done, epochs):
+      rng = np.random.default_rng([seed, epoch])
       order, val_order = rng.permutation(len(x_train)), rng.integers(0, len(x_val), len(x_train))
       bar = tqdm(range(steps), desc=f"{type(self).__name__} epoch {epoch + 1}/{epochs}",
                  disable=not progress)
@@ -325,4 +341,5 @@ class DARTS:
             s * batch_size:(s + 1) * batch_size]
         loss = self._step(x_train[batch], y_train[batch], x_val[val], y_val[val])
         bar.set_postfix(loss=f"{float(loss):.3f}")
+      state.epoch_finished()
     return self.supernet.genotype()

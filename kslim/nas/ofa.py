@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from kslim._keras import keras
 from kslim.distill.losses import soft_kl
+from kslim.nas.checkpoint import EpochCheckpoint
 from kslim.training import model_accuracy
 
 __all__ = ["OFASupernet", "OFA", "recalibrate_batch_norm", "PHASES"]
@@ -248,37 +249,49 @@ class OFA:
     self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
     return loss
 
-  def train(self, x, y, epochs, batch_size=128, seed=0, progress=True):
+  def train(self, x, y, epochs, batch_size=128, seed=0, progress=True, checkpoint_dir=None):
     """Runs the progressive-shrinking phases.
 
     Args:
       x, y: training images and labels.
       epochs: dict from phase (`PHASES`) to its epochs; missing phases are skipped.
       batch_size: batch size.
-      seed: seed of the shuffling and the subnet sampling.
+      seed: seed of the shuffling and the subnet sampling (epoch i of the whole schedule
+        draws from ``(seed, i)``).
       progress: show tqdm bars.
+      checkpoint_dir: when given, the supernet, the optimizer and the distillation teacher
+        are saved after every epoch, and a restarted training resumes after the last one.
     """
     unknown = set(epochs) - set(PHASES)
     if unknown:
       raise ValueError(f"OFA.train: unknown phases {sorted(unknown)}; phases are {PHASES}")
-    rng = np.random.default_rng(seed)
-    for phase in PHASES:
-      if phase != "full" and self.teacher is None:
-        self.teacher = self.supernet.extract(self.supernet.largest())  # frozen copy
-      for epoch in range(epochs.get(phase, 0)):
-        order = rng.permutation(len(x))
-        steps = range(len(x) // batch_size)
-        bar = tqdm(steps, desc=f"OFA {phase} {epoch + 1}/{epochs[phase]}", disable=not progress)
-        for s in bar:
-          batch = order[s * batch_size:(s + 1) * batch_size]
-          xb, yb = x[batch], y[batch]
-          self.supernet.set_config(self.supernet.random_config(rng, phase))
-          if phase == "full":
-            teacher_logits, kd = tf.zeros((len(batch), self.supernet.num_classes)), 0.0
-          else:
-            teacher_logits, kd = self.teacher(xb, training=False), self.kd_weight
-          loss = self._step(xb, yb, teacher_logits, tf.constant(kd, tf.float32))
-          bar.set_postfix(loss=f"{float(loss):.3f}")
+    schedule = [(phase, e) for phase in PHASES for e in range(epochs.get(phase, 0))]
+    first_shrinking = epochs.get("full", 0)  # the full network becomes the teacher here
+    self.supernet(x[:1])
+    self.teacher = self.supernet.extract(self.supernet.largest())
+    self.optimizer.build(self.supernet.trainable_weights)
+    state = EpochCheckpoint(checkpoint_dir, supernet=self.supernet, optimizer=self.optimizer,
+                            teacher=self.teacher)
+    for index in range(state.epochs_done, len(schedule)):
+      phase, epoch = schedule[index]
+      if index == first_shrinking:  # freeze a copy of the trained full network
+        self.supernet.set_config(self.supernet.largest())
+        self.teacher.set_weights(self.supernet.extract(self.supernet.largest()).get_weights())
+      rng = np.random.default_rng([seed, index])
+      order = rng.permutation(len(x))
+      bar = tqdm(range(len(x) // batch_size), desc=f"OFA {phase} {epoch + 1}/{epochs[phase]}",
+                 disable=not progress)
+      for s in bar:
+        batch = order[s * batch_size:(s + 1) * batch_size]
+        xb, yb = x[batch], y[batch]
+        self.supernet.set_config(self.supernet.random_config(rng, phase))
+        if phase == "full":
+          teacher_logits, kd = tf.zeros((len(batch), self.supernet.num_classes)), 0.0
+        else:
+          teacher_logits, kd = self.teacher(xb, training=False), self.kd_weight
+        loss = self._step(xb, yb, teacher_logits, tf.constant(kd, tf.float32))
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+      state.epoch_finished()
     self.supernet.set_config(self.supernet.largest())
 
   def pick(self, constraint, x_val, y_val, x_calib, samples=20, seed=0):

@@ -103,6 +103,23 @@ class SearchAndBuildTest(_Seeded):
       model = nas.build_network(genotype, (8, 8, 1), 3, channels=4, layers=3)
       self.assertEqual(model.predict(x, verbose=0).shape, (16, 3))
 
+  def test_interrupted_search_resumes_from_its_last_epoch(self):
+    x, y = _data(16)
+
+    def run(epochs, checkpoint_dir=None, init_seed=0):
+      keras.utils.set_random_seed(init_seed)
+      search = nas.DARTS(num_classes=3, channels=4, layers=1, steps=1, arch_learning_rate=1e-2)
+      search.search(x[:8], y[:8], x[8:], y[8:], epochs=epochs, batch_size=4, progress=False,
+                    checkpoint_dir=checkpoint_dir)
+      return search.supernet
+
+    whole = run(2)
+    directory = self.create_tempdir().full_path
+    run(1, directory)  # killed after its first epoch
+    resumed = run(2, directory, init_seed=1)  # other initial weights: the checkpoint replaces them
+    for a, b in zip(whole.weights, resumed.weights):
+      np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.name)
+
   def test_build_network_uses_the_chosen_ops(self):
     genotype = nas.Genotype(normal=[[("sep_conv_5x5", 0), ("skip_connect", 1)]],
                             reduce=[[("max_pool_3x3", 0), ("dil_conv_3x3", 1)]])

@@ -97,6 +97,27 @@ class TrainAndPickTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "unknown phases"):
       ofa.train(x, y, {"shrink": 1})
 
+  def test_interrupted_training_resumes_with_the_same_teacher_and_weights(self):
+    x, y = _data(32)
+    schedule = {"full": 1, "kernel": 1, "depth": 1}
+
+    def run(epochs, checkpoint_dir=None, perturb=False):
+      ofa = ofa_lib.OFA(_supernet(), learning_rate=1e-2)
+      ofa.supernet(x[:1])
+      if perturb:  # other initial weights: only the checkpoint brings back the trained ones
+        for w in ofa.supernet.trainable_weights:
+          w.assign(w * 1.5 + 0.01)
+      ofa.train(x, y, epochs, batch_size=16, progress=False, checkpoint_dir=checkpoint_dir)
+      return ofa
+
+    whole = run(schedule)
+    directory = self.create_tempdir().full_path
+    run({"full": 1, "kernel": 1}, directory)  # killed after the kernel phase
+    resumed = run(schedule, directory, perturb=True)
+    for a, b in zip(whole.supernet.weights + whole.teacher.weights,
+                    resumed.supernet.weights + resumed.teacher.weights):
+      np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.name)
+
   def test_recalibration_sets_exact_statistics(self):
     net = _supernet()
     subnet = net.extract(net.largest())
