@@ -45,20 +45,16 @@ def _bn(affine):
   return _L.BatchNormalization(center=affine, scale=affine)
 
 
-def _subsample(x, stride):
-  return x[:, ::stride, ::stride, :] if stride > 1 else x
-
-
 def _operation(name, channels, stride, affine):
   """The layer of one candidate op: channels in equal channels out, `stride` 1 or 2."""
   if name == "none":
-    return _L.Lambda(lambda x: tf.zeros_like(_subsample(x, stride)))
+    return _L.Lambda(lambda x: tf.zeros_like(x[:, ::stride, ::stride, :]))  # supernet only
   if name in ("max_pool_3x3", "avg_pool_3x3"):
     pool = _L.MaxPooling2D if name == "max_pool_3x3" else _L.AveragePooling2D
     return pool(3, stride, padding="same")
   if name == "skip_connect":
     if stride == 1:
-      return _L.Lambda(tf.identity)
+      return _L.Activation("linear")  # identity, as a layer that serializes
     return keras.Sequential([_L.ReLU(), _L.Conv2D(channels, 1, stride, use_bias=False),
                              _bn(affine)])
   kernel = int(name[-1])
@@ -68,10 +64,11 @@ def _operation(name, channels, stride, affine):
         _L.Conv2D(channels, 1, use_bias=False), _bn(affine),
         _L.ReLU(), _L.DepthwiseConv2D(kernel, padding="same", use_bias=False),
         _L.Conv2D(channels, 1, use_bias=False), _bn(affine)])
-  # dil_conv: Keras refuses dilation with strides > 1, so dilate at stride 1 and subsample.
+  # dil_conv: Keras refuses dilation with strides > 1, so dilate at stride 1 and subsample
+  # (a 1x1 max pool of stride s keeps every s-th pixel: x[:, ::s, ::s]).
   return keras.Sequential([
       _L.ReLU(), _L.DepthwiseConv2D(kernel, padding="same", dilation_rate=2, use_bias=False),
-      _L.Lambda(lambda x: _subsample(x, stride)),
+      *([_L.MaxPooling2D(1, stride)] if stride > 1 else []),
       _L.Conv2D(channels, 1, use_bias=False), _bn(affine)])
 
 
@@ -257,7 +254,10 @@ def build_network(genotype, input_shape=(28, 28, 1), num_classes=10, channels=16
       states.append(_L.Add()([
           _operation(op, c, 2 if reduction and j < 2 else 1, affine=True)(states[j])
           for op, j in node]))
-    s0, s1 = s1, _L.Concatenate(name=f"cell{i + 1}")(states[2:])
+    # One node needs no concatenation (a one-input Concatenate does not reload).
+    join = (_L.Concatenate(name=f"cell{i + 1}") if len(nodes) > 1
+            else _L.Activation("linear", name=f"cell{i + 1}"))
+    s0, s1 = s1, join(states[2:] if len(nodes) > 1 else states[2])
   x = _L.GlobalAveragePooling2D(name="pool")(s1)
   return keras.Model(inputs, _L.Dense(num_classes, name="logits")(x), name="darts_network")
 

@@ -237,6 +237,7 @@ class OFA:
     self.optimizer = keras.optimizers.Adam(learning_rate)
     self.kd_weight, self.temperature = kd_weight, temperature
     self.teacher = None
+    self.trials = []  # what the last pick() looked at
     self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
   @tf.function
@@ -300,7 +301,9 @@ class OFA:
     held-out `x_val`.
 
     Returns:
-      ``(config, model, accuracy)`` of the best subnet within budget.
+      ``(config, model, accuracy)`` of the best subnet within budget. ``self.trials`` lists
+      every subnet looked at: config, cost (None without a constraint) and held-out accuracy
+      (None when over budget, so never trained or scored).
 
     Raises:
       ValueError: no sampled subnet fits the budget.
@@ -311,13 +314,16 @@ class OFA:
                 "depth": [min(self.supernet.depths)] * len(self.supernet.stages)}
     candidates = itertools.chain([smallest, self.supernet.largest()],
                                  (self.supernet.random_config(rng) for _ in range(samples)))
-    best = None
+    best, self.trials = None, []
     for config in candidates:
       model = self.supernet.extract(config)
-      if constraint is not None and not constraint.satisfied(model):
+      cost = None if constraint is None else constraint.value(model)
+      if cost is not None and cost > constraint.budget:
+        self.trials.append({"config": config, "cost": cost, "accuracy": None})
         continue
       recalibrate_batch_norm(model, x_calib)
       score = model_accuracy(model, x_val, y_val)
+      self.trials.append({"config": config, "cost": cost, "accuracy": score})
       logging.info("OFA subnet %s: held-out accuracy %.4f", config, score)
       if best is None or score > best[2]:
         best = (config, model, score)

@@ -55,11 +55,13 @@ def plot_trials(history, path, cost_label="cost"):
   """Scatter of every trial's reward against its cost, the Pareto front joined: a PNG.
 
   Args:
-    history: a controller's ``history`` (dicts with ``reward`` and ``cost``).
+    history: a controller's ``history`` (dicts with ``reward`` and ``cost``; entries where
+      either is None are left out).
     path: where the PNG goes.
     cost_label: the x axis' name (e.g. "MACs").
   """
-  points = sorted((h["cost"], h["reward"]) for h in history if h["cost"] is not None)
+  points = sorted((h["cost"], h["reward"]) for h in history
+                  if h["cost"] is not None and h["reward"] is not None)
   front, best = [], -float("inf")
   for cost, reward in points:  # cheapest first: a point is on the front if it beats all cheaper
     if reward > best:

@@ -1,7 +1,10 @@
 """Tests for the kslim-nas binary."""
 
+from concurrent import futures
 import json
 import os
+import subprocess
+import sys
 
 from absl.testing import absltest
 
@@ -49,7 +52,63 @@ class NasBinaryTest(absltest.TestCase):
     self.assertEqual(best.count_params(), space.decode(summary["tokens"]).count_params())
     self.assertLessEqual(kslim.profile(best).total_macs, budget)
     self.assertTrue(os.path.exists(os.path.join(out, "trials.png")))
-    self.assertIn("best [", proc.stdout)
+    self.assertIn("best sa model", proc.stdout)
+
+  def test_search_on_a_local_cluster_of_workers(self):
+    out = os.path.join(self.create_tempdir().full_path, "nas")
+    common = [f"--dataset={self.data}", "--method=random", "--space=mobilenet_v1",
+              "--held_out=32", "--batch_size=32",
+              f"--storage=journal:{self.create_tempdir().full_path}/nas.log"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "kslim.cli.nas", *common, "--worker", f"--output_dir={out}w"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+      proc = _run(*common, "--steps=3", "--parallel=2", "--final_epochs=0",
+                  f"--output_dir={out}")
+      worker_out, worker_err = worker.communicate(timeout=120)
+    finally:
+      worker.kill()
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertEqual(worker.returncode, 0, worker_err[-3000:])
+    self.assertIn("worker trained 3 candidates", worker_out)  # the driver trained none
+    trials = [json.loads(l) for l in open(os.path.join(out, "trials.jsonl"))]
+    self.assertEqual([t["step"] for t in trials], [0, 1, 2])
+    self.assertTrue(all(0.0 <= t["reward"] <= 1.0 for t in trials))
+
+  def test_differentiable_search_builds_the_derived_network(self):
+    out = os.path.join(self.create_tempdir().full_path, "darts")
+    proc = _run(f"--dataset={self.data}", "--method=pc_darts", "--held_out=32",
+                "--batch_size=16", "--supernet_channels=4", "--supernet_layers=2", "--nodes=2",
+                "--final_channels=4", "--final_layers=2", "--final_epochs=1",
+                "--constraint=params", "--budget=1e6", f"--output_dir={out}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    summary = json.load(open(os.path.join(out, "best.json")))
+    genotype = nas.Genotype(**summary["genotype"])
+    best = keras.models.load_model(os.path.join(out, "best.keras"))
+    rebuilt = nas.build_network(genotype, (28, 28, 1), 10, channels=4, layers=2)
+    self.assertEqual(best.count_params(), rebuilt.count_params())
+    self.assertEqual(summary["cost"], best.count_params())
+    self.assertTrue(os.path.exists(os.path.join(out, "supernet", "checkpoint")))
+    self.assertIn("best pc_darts model", proc.stdout)
+
+  def test_once_for_all_picks_a_subnet_within_budget(self):
+    out = os.path.join(self.create_tempdir().full_path, "ofa")
+    supernet = nas.OFASupernet((28, 28, 1), 10)
+    largest = kslim.profile(supernet.extract(supernet.largest())).total_macs
+    budget = 0.6 * largest
+    proc = _run(f"--dataset={self.data}", "--method=ofa", "--held_out=32", "--batch_size=32",
+                "--ofa_epochs=full=1,width=1", "--ofa_samples=3", "--final_epochs=0",
+                "--constraint=macs", f"--budget={budget}", f"--output_dir={out}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    trials = [json.loads(l) for l in open(os.path.join(out, "trials.jsonl"))]
+    self.assertLen(trials, 5)  # smallest, largest, 3 random
+    self.assertIsNone(trials[1]["reward"])  # the largest is over budget: never scored
+    summary = json.load(open(os.path.join(out, "best.json")))
+    best = keras.models.load_model(os.path.join(out, "best.keras"))
+    self.assertLessEqual(kslim.profile(best).total_macs, budget)
+    self.assertEqual(summary["held_out_accuracy"],
+                     max(t["reward"] for t in trials if t["reward"] is not None))
+    self.assertTrue(os.path.exists(os.path.join(out, "trials.png")))
 
   def test_flag_errors_name_the_flag(self):
     base = [f"--dataset={self.data}", f"--output_dir={os.path.join(self.tmp, 'bad')}"]
@@ -57,9 +116,15 @@ class NasBinaryTest(absltest.TestCase):
              (["--constraint=latency", "--budget=1"], "--constraint=latency needs"),
              (["--method=evolution"], "method"),
              (["--constraint=macs", "--budget=10", "--steps=1"], "--budget: "),
-             (["--held_out=96"], "--held_out=96 leaves no training images")]
-    for extra, message in cases:
-      proc = _run(*base, *extra)
+             (["--held_out=96"], "--held_out=96 leaves no training images"),
+             (["--worker"], "--worker needs --storage"),
+             (["--method=darts", "--storage=journal:x.log"], "--storage a token method"),
+             (["--method=ofa", "--ofa_epochs=full=1,shrink=2", "--held_out=32"],
+              "--ofa_epochs: 'shrink=2'"),
+             (["--storage=nosuch://x", "--held_out=32"], "--storage: Optuna storage")]
+    with futures.ThreadPoolExecutor(4) as pool:  # each run is mostly TensorFlow's import
+      procs = list(pool.map(lambda case: _run(*base, *case[0]), cases))
+    for (extra, message), proc in zip(cases, procs):
       self.assertNotEqual(proc.returncode, 0, extra)
       self.assertIn(message, proc.stderr, extra)
 

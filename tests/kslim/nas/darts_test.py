@@ -121,15 +121,23 @@ class SearchAndBuildTest(_Seeded):
       np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.name)
 
   def test_build_network_uses_the_chosen_ops(self):
-    genotype = nas.Genotype(normal=[[("sep_conv_5x5", 0), ("skip_connect", 1)]],
+    genotype = nas.Genotype(normal=[[("sep_conv_5x5", 0), ("skip_connect", 1)],
+                                    [("dil_conv_3x3", 0), ("avg_pool_3x3", 2)]],
                             reduce=[[("max_pool_3x3", 0), ("dil_conv_3x3", 1)]])
     model = nas.build_network(genotype, (8, 8, 1), 3, channels=4, layers=3)
     kinds = {type(l).__name__ for l in model.layers}
-    self.assertContainsSubset({"Sequential", "MaxPooling2D", "Add", "Concatenate"}, kinds)
+    self.assertContainsSubset({"Sequential", "MaxPooling2D", "AveragePooling2D", "Add",
+                               "Concatenate"}, kinds)
     kernels = {layer.kernel_size for seq in model.layers if hasattr(seq, "layers")
                for layer in seq.layers if type(layer).__name__ == "DepthwiseConv2D"}
     self.assertEqual(kernels, {(5, 5), (3, 3)})
     self.assertEqual(model.get_layer("cell3").output_shape, (None, 2, 2, 16))
+    path = f"{self.create_tempdir().full_path}/darts.keras"
+    model.save(path)  # a plain model: no Lambda, loads without kslim
+    loaded = keras.models.load_model(path)
+    x = _data(4)[0]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
 
 
 if __name__ == "__main__":
