@@ -220,7 +220,7 @@ def _ofa(data, constraint, out):
   ofa.train(x_train, y_train, _ofa_epochs(), _BATCH_SIZE.value, seed=_SEED.value,
             checkpoint_dir=out / "supernet")
   try:
-    config, model, accuracy = ofa.pick(constraint, x_val, y_val, x_train[:2000],
+    config, model, accuracy = ofa.pick(constraint, x_val, y_val, x_train[:1000],
                                        samples=_OFA_SAMPLES.value, seed=_SEED.value)
   except ValueError as error:
     raise app.UsageError(f"--budget: {error}") from error

@@ -28,10 +28,11 @@ from tqdm import tqdm
 
 from kslim._keras import keras
 from kslim.distill.losses import soft_kl
+from kslim.nas.batch_norm import recalibrate_batch_norm
 from kslim.nas.checkpoint import EpochCheckpoint
 from kslim.training import model_accuracy
 
-__all__ = ["OFASupernet", "OFA", "recalibrate_batch_norm", "PHASES"]
+__all__ = ["OFASupernet", "OFA", "PHASES"]
 
 _L = keras.layers
 PHASES = ("full", "kernel", "depth", "width")  # progressive shrinking, in order
@@ -197,26 +198,6 @@ class OFASupernet(keras.Model):
     return model
 
 
-def recalibrate_batch_norm(model, x, batch_size=500):
-  """Sets every BatchNormalization's moving statistics of `model` to the exact statistics of
-  `x` (OFA's per-subnet recalibration: the supernet's running statistics mix subnets)."""
-  bns = [layer for layer in model.layers if isinstance(layer, _L.BatchNormalization)]
-  probe = keras.Model(model.inputs, [bn.input for bn in bns])
-  sums = None
-  for start in range(0, len(x), batch_size):
-    feats = probe(x[start:start + batch_size], training=False)
-    feats = feats if isinstance(feats, list) else [feats]
-    batch = [(tf.reduce_sum(f, [0, 1, 2]).numpy(), tf.reduce_sum(tf.square(f), [0, 1, 2]).numpy(),
-              int(np.prod(f.shape[:3]))) for f in feats]
-    sums = batch if sums is None else [(a + c, b + d, n + m) for (a, b, n), (c, d, m)
-                                       in zip(sums, batch)]
-  for bn, (total, squares, n) in zip(bns, sums):
-    mean = total / n
-    gamma, beta, _, _ = bn.get_weights()
-    bn.set_weights([gamma, beta, mean, np.maximum(squares / n - mean ** 2, 0.0)])
-  return model
-
-
 class OFA:
   """Progressive-shrinking training of an `OFASupernet`, and subnet selection under a budget.
 
@@ -229,7 +210,7 @@ class OFA:
   Example:
     >>> ofa = OFA(OFASupernet())
     >>> ofa.train(x, y, epochs={"full": 2, "kernel": 1, "depth": 1, "width": 1})
-    >>> config, model = ofa.pick(Constraint("macs", 1e6), x_val, y_val, x_calib=x[:2000])
+    >>> config, model = ofa.pick(Constraint("macs", 1e6), x_val, y_val, x_calib=x[:1000])
   """
 
   def __init__(self, supernet, learning_rate=2e-3, kd_weight=1.0, temperature=1.0):

@@ -6,6 +6,7 @@ import numpy as np
 from kslim import nas
 from kslim._keras import keras
 from kslim.conversion import convert
+from kslim.nas import batch_norm
 from kslim.nas import ofa as ofa_lib
 from tflite_tools.runner import TFLiteRunner
 
@@ -122,13 +123,20 @@ class TrainAndPickTest(absltest.TestCase):
     net = _supernet()
     subnet = net.extract(net.largest())
     x, _ = _data(40)
-    ofa_lib.recalibrate_batch_norm(subnet, x, batch_size=16)
+    batch_norm.recalibrate_batch_norm(subnet, x)
     stem_bn = subnet.get_layer("stem_bn")
     features = subnet.get_layer("stem_conv")(x).numpy()
     np.testing.assert_allclose(stem_bn.moving_mean.numpy(), features.mean(axis=(0, 1, 2)),
                                atol=1e-5)
     np.testing.assert_allclose(stem_bn.moving_variance.numpy(), features.var(axis=(0, 1, 2)),
                                rtol=1e-4, atol=1e-6)
+    # The last one sees the inputs produced with every earlier layer already recalibrated.
+    head = keras.Model(subnet.inputs, subnet.get_layer("head_conv").output)(x).numpy()
+    head_bn = subnet.get_layer("head_bn")
+    np.testing.assert_allclose(head_bn.moving_mean.numpy(), head.mean(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(head_bn.moving_variance.numpy(), head.var(axis=(0, 1, 2)),
+                               rtol=1e-3, atol=1e-5)
 
 
 if __name__ == "__main__":

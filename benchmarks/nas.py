@@ -1,0 +1,234 @@
+"""Benchmark: architecture search on Fashion-MNIST at budgets a 2-core CPU affords.
+
+Three parts, each cached in --workdir (an interrupted run resumes part by part; the token
+searches and supernets also resume from their own checkpoints there):
+  1. Token search, MobileNetV2 space, MACs <= --macs_budget: SA, RL and random search with
+     the same number of trials (--trials). A trial trains 1 epoch on --trial_images training
+     images and scores held-out accuracy on the last 2,000 training images (batch-norm
+     statistics recalibrated first). Compared: the best held-out accuracy found, and whether
+     every candidate respected the budget.
+  2. DARTS and PC-DARTS (K=4): one search epoch of an 8-channel, 3-cell, 4-node supernet on
+     --darts_images training images (architecture on as many held-out ones); search cost in
+     seconds; the derived network (8 channels, 3 cells) trained --final_epochs on
+     --final_images images and scored on the full 10,000-image test set.
+  3. Once-for-All: the elastic supernet trained with progressive shrinking (full 2, kernel 1,
+     depth 1, width 1 epochs on --final_images images, KD from the full network), then the
+     best subnet under each of --ofa_budgets MACs (--ofa_samples sampled) extracted without
+     retraining; the same architecture trained from scratch for the same 5 epochs on the same
+     images. Test accuracy of both on the full test set.
+Accuracies are of the Keras models (no TFLite file is made here). Prints a table, writes
+benchmarks/results/nas.json and a Pareto plot (nas.png).
+
+Usage: .venv/bin/python benchmarks/nas.py [--trials=8] [--parts=token,darts,ofa]
+"""
+
+import json
+import pathlib
+import time
+
+from absl import app, flags
+import numpy as np
+
+from _results import write_results
+
+import kslim
+from kslim import _plot
+from kslim import datasets
+from kslim import nas
+from kslim._keras import keras
+from kslim._table import format_table
+from kslim.cli._common import quiet_tensorflow
+from kslim.training import finetune_schedule, fit_classifier, model_accuracy
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/bench/nas", "Cache and checkpoints.")
+_OUTPUT = flags.DEFINE_string("output", "benchmarks/results/nas.json", "JSON results.")
+_PARTS = flags.DEFINE_list("parts", ["token", "darts", "ofa"], "Parts to run.")
+_TRIALS = flags.DEFINE_integer("trials", 8, "Trials per token-search controller.")
+_TRIAL_IMAGES = flags.DEFINE_integer("trial_images", 3000, "Training images per trial.")
+_MACS_BUDGET = flags.DEFINE_float("macs_budget", 8e6, "Token searches' MACs budget.")
+_DARTS_IMAGES = flags.DEFINE_integer("darts_images", 1024, "DARTS supernet training images.")
+_FINAL_IMAGES = flags.DEFINE_integer("final_images", 12000, "Training images of derived, OFA "
+                                     "and scratch networks.")
+_FINAL_EPOCHS = flags.DEFINE_integer("final_epochs", 2, "Epochs of the DARTS-derived nets.")
+_OFA_BUDGETS = flags.DEFINE_list("ofa_budgets", ["6e6", "12e6"], "OFA MACs budgets.")
+_OFA_SAMPLES = flags.DEFINE_integer("ofa_samples", 6, "Random subnets per OFA budget.")
+_OFA_EPOCHS = {"full": 2, "kernel": 1, "depth": 1, "width": 1}
+_HELD_OUT = 2000
+
+
+def _cached(workdir, name, compute):
+  path = workdir / f"{name}.json"
+  if path.exists():
+    return json.loads(path.read_text())
+  result = compute()
+  path.write_text(json.dumps(result, indent=1))
+  return result
+
+
+def _macs(model):
+  return kslim.profile(model).total_macs
+
+
+def _token_part(workdir, data):
+  (x_train, y_train), (x_val, y_val), _ = data
+  space = nas.MobileNetV2Space(input_shape=(28, 28, 1))
+  evaluate = nas.TrainEvaluator(x_train[:_TRIAL_IMAGES.value], y_train[:_TRIAL_IMAGES.value],
+                                x_val, y_val, epochs=1)
+  rows = []
+  for name, cls in (("sa", nas.SANAS), ("rl", nas.RLNAS), ("random", nas.RandomSearch)):
+    def run(name=name, cls=cls):
+      controller = cls(space, constraint=nas.Constraint("macs", _MACS_BUDGET.value),
+                       checkpoint=workdir / f"{name}_checkpoint.json", seed=0)
+      start = time.time()
+      best, reward = nas.search(controller, evaluate, _TRIALS.value,
+                                log=workdir / f"{name}_trials.jsonl")
+      return {"method": name, "best_tokens": best, "best_held_out": reward,
+              "trials": controller.history, "skipped_over_budget": controller.skipped,
+              "seconds_this_run": time.time() - start}
+    result = _cached(workdir, f"token_{name}", run)
+    costs = [t["cost"] for t in result["trials"]]
+    rows.append({"part": "token", "method": result["method"], "trials": len(costs),
+                 "best_held_out_accuracy": result["best_held_out"],
+                 "best_macs": next(t["cost"] for t in result["trials"]
+                                   if t["tokens"] == result["best_tokens"]),
+                 "max_macs": max(costs), "within_budget": max(costs) <= _MACS_BUDGET.value,
+                 "budget": _MACS_BUDGET.value, "points": [[t["cost"], t["reward"]]
+                                                          for t in result["trials"]]})
+  return rows
+
+
+def _train_and_test(model, data, epochs, seed=0):
+  (x_train, y_train), _, (x_test, y_test) = data
+  x, y = x_train[:_FINAL_IMAGES.value], y_train[:_FINAL_IMAGES.value]
+  fit_classifier(model, x, y, epochs, 128, finetune_schedule(2e-3, epochs, len(x), 128), seed,
+                 verbose=0)
+  return model_accuracy(model, x_test, y_test)
+
+
+def _darts_part(workdir, data):
+  (x_train, y_train), (x_val, y_val), _ = data
+  rows = []
+  for name, cls in (("darts", nas.DARTS), ("pc_darts", nas.PCDARTS)):
+    def run(name=name, cls=cls):
+      keras.utils.set_random_seed(0)
+      search = cls(channels=8, layers=3)
+      n = _DARTS_IMAGES.value
+      start = time.time()
+      genotype = search.search(x_train[:n], y_train[:n], x_val[:n], y_val[:n], epochs=1,
+                               batch_size=64, checkpoint_dir=workdir / f"{name}_supernet")
+      seconds = time.time() - start
+      keras.utils.set_random_seed(0)
+      model = nas.build_network(genotype, (28, 28, 1), 10, channels=8, layers=3)
+      return {"method": name, "genotype": genotype._asdict(), "search_seconds": seconds,
+              "params": model.count_params(), "macs": _macs(model),
+              "test_accuracy": _train_and_test(model, data, _FINAL_EPOCHS.value)}
+    result = _cached(workdir, name, run)
+    rows.append({"part": "darts", **result})
+  return rows
+
+
+def _ofa_part(workdir, data):
+  (x_train, y_train), (x_val, y_val), _ = data
+  n = _FINAL_IMAGES.value
+
+  def supernet():
+    keras.utils.set_random_seed(0)
+    return nas.OFASupernet((28, 28, 1), 10)
+
+  ofa = nas.OFA(supernet())
+  trained = {}
+
+  def train():  # once for every budget; resumes from its epoch checkpoint
+    if not trained:
+      start = time.time()
+      ofa.train(x_train[:n], y_train[:n], _OFA_EPOCHS, checkpoint_dir=workdir / "ofa_supernet")
+      trained["seconds"] = time.time() - start
+
+  rows = []
+  for budget in map(float, _OFA_BUDGETS.value):
+    def run(budget=budget):
+      train()
+      constraint = nas.Constraint("macs", budget)
+      config, model, held_out = ofa.pick(constraint, x_val, y_val, x_train[:1000],
+                                         samples=_OFA_SAMPLES.value)
+      (x_test, y_test) = data[2]
+      scratch = supernet().extract(config)  # the same architecture, fresh weights
+      return {"budget": budget, "config": config, "macs": _macs(model),
+              "params": model.count_params(), "held_out_accuracy": held_out,
+              "ofa_test_accuracy": model_accuracy(model, x_test, y_test),
+              "scratch_test_accuracy": _train_and_test(scratch, data, sum(_OFA_EPOCHS.values())),
+              "supernet_seconds": trained.get("seconds")}
+    result = _cached(workdir, f"ofa_{budget:g}", run)
+    rows.append({"part": "ofa", "method": f"ofa <= {budget:g} MACs", **result,
+                 "within_budget": result["macs"] <= budget,
+                 "gap_points": 100 * (result["ofa_test_accuracy"]
+                                      - result["scratch_test_accuracy"])})
+  return rows
+
+
+def _plot_results(rows, path):
+  figure, (left, right) = _plot.subplots(1, 2, figsize=(11, 4))
+  for row in rows:
+    if row["part"] == "token":
+      costs, rewards = zip(*row["points"])
+      left.scatter(costs, rewards, s=14, alpha=0.7, label=row["method"])
+  for row in (r for r in rows if r["part"] == "token"):
+    left.axvline(row["budget"], color="gray", ls="--")
+    break
+  left.set(xlabel="MACs", ylabel="held-out accuracy (1-epoch trial)",
+           title="token search trials (MobileNetV2 space)")
+  left.legend()
+  for row in rows:
+    if row["part"] == "darts":
+      right.scatter(row["macs"], row["test_accuracy"], marker="s", label=row["method"])
+    elif row["part"] == "ofa":
+      right.scatter(row["macs"], row["ofa_test_accuracy"], marker="o", color="C3",
+                    label="OFA subnet (no retraining)")
+      right.scatter(row["macs"], row["scratch_test_accuracy"], marker="x", color="C4",
+                    label="same arch from scratch")
+  handles, labels = right.get_legend_handles_labels()
+  unique = dict(zip(labels, handles))
+  right.legend(unique.values(), unique.keys())
+  right.set(xlabel="MACs", ylabel="test accuracy", title="found networks")
+  _plot.save(figure, path)
+
+
+def main(argv):
+  del argv
+  quiet_tensorflow()
+  workdir = pathlib.Path(_WORKDIR.value)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
+  x_train, x_test = datasets.normalize(x_train), datasets.normalize(x_test)
+  split = len(x_train) - _HELD_OUT
+  data = ((x_train[:split], y_train[:split]), (x_train[split:], y_train[split:]),
+          (x_test, y_test))
+  parts = {"token": _token_part, "darts": _darts_part, "ofa": _ofa_part}
+  rows = []
+  for part in _PARTS.value:
+    rows += parts[part](workdir, data)
+  table = []
+  for r in rows:
+    if r["part"] == "token":
+      table.append([r["method"], f"{r['trials']} trials", f"{r['best_held_out_accuracy']:.4f}",
+                    "-", f"{r['best_macs']:.3g}", str(r["within_budget"])])
+    elif r["part"] == "darts":
+      table.append([r["method"], f"search {r['search_seconds']:.0f} s", "-",
+                    f"{r['test_accuracy']:.4f}", f"{r['macs']:.3g}", "-"])
+    else:
+      table.append([r["method"], f"scratch {r['scratch_test_accuracy']:.4f}",
+                    f"{r['held_out_accuracy']:.4f}", f"{r['ofa_test_accuracy']:.4f} "
+                    f"({r['gap_points']:+.2f} pt)", f"{r['macs']:.3g}", str(r["within_budget"])])
+  print(format_table(["method", "cost / baseline", "held-out acc", "test acc", "MACs",
+                      "within budget"], table))
+  recipe = {"trials": _TRIALS.value, "trial_images": _TRIAL_IMAGES.value,
+            "held_out_images": _HELD_OUT, "macs_budget": _MACS_BUDGET.value,
+            "darts_images": _DARTS_IMAGES.value, "final_images": _FINAL_IMAGES.value,
+            "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": _OFA_EPOCHS,
+            "ofa_samples": _OFA_SAMPLES.value}
+  write_results(_OUTPUT.value, "nas", recipe, rows)
+  _plot_results(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
+
+
+if __name__ == "__main__":
+  app.run(main)
