@@ -16,6 +16,7 @@ from kslim.nas.darts import DARTS
 from kslim.nas.darts import Genotype
 from kslim.nas.darts import Supernet
 from kslim.nas.darts import build_network
+from kslim.nas.evaluation import LatencyReward
 from kslim.nas.evaluation import TrainEvaluator
 from kslim.nas.executor import Executor
 from kslim.nas.executor import LocalExecutor
@@ -37,7 +38,7 @@ from kslim.nas.search_space import SearchSpace
 from kslim.nas.search_space import StagedSpace
 
 __all__ = ["BlockSpace", "Constraint", "Controller", "DARTS", "Executor", "Genotype",
-           "LocalExecutor", "MobileNetV1Space", "MobileNetV2Space", "OFA", "OFASupernet",
+           "LatencyReward", "LocalExecutor", "MobileNetV1Space", "MobileNetV2Space", "OFA", "OFASupernet",
            "OptunaExecutor", "OptunaWorker", "PCDARTS", "RLNAS", "RandomSearch",
            "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace", "Supernet",
            "TableLatencyEvaluator", "TrainEvaluator", "build_network", "plot_trials", "search"]

@@ -10,7 +10,7 @@ import numpy as np
 from kslim.nas.batch_norm import recalibrate_batch_norm
 from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 
-__all__ = ["TrainEvaluator"]
+__all__ = ["LatencyReward", "TrainEvaluator"]
 
 
 class TrainEvaluator:
@@ -41,3 +41,36 @@ class TrainEvaluator:
                    self.seed, verbose=0)
     recalibrate_batch_norm(model, self.x_train[:self.calibration_images])
     return model_accuracy(model, self.x_val, self.y_val)
+
+
+class LatencyReward:
+  """MnasNet's latency-aware reward: ``accuracy * (latency / target) ** exponent``.
+
+  Use it instead of (or with) a hard latency `Constraint` when a slightly slower but much
+  better network is welcome: with the default exponent, twice the target latency costs about
+  5% of the reward, half of it gains about 5%.
+
+  Args:
+    evaluate: ``evaluate(model) -> accuracy`` (e.g. a `TrainEvaluator`).
+    latency: ``latency(model) -> ms`` (e.g. a `TableLatencyEvaluator`).
+    target: the target latency in ms.
+    exponent: the trade-off weight (MnasNet: -0.07).
+
+  Example:
+    >>> reward = LatencyReward(TrainEvaluator(...), TableLatencyEvaluator("pixel7.json"), 2.0)
+    >>> search(RLNAS(space), reward, steps=40)
+
+  References:
+    Tan et al., "MnasNet: Platform-Aware Neural Architecture Search for Mobile",
+    https://arxiv.org/abs/1807.11626
+  """
+
+  def __init__(self, evaluate, latency, target, exponent=-0.07):
+    if not target > 0:
+      raise ValueError(f"LatencyReward: target must be > 0 ms, got {target!r}")
+    self.evaluate, self.latency = evaluate, latency
+    self.target, self.exponent = float(target), float(exponent)
+
+  def __call__(self, model):
+    ms = float(self.latency(model))  # before training: the cheap part first
+    return float(self.evaluate(model)) * (ms / self.target) ** self.exponent

@@ -54,5 +54,23 @@ class ConstraintTest(absltest.TestCase):
       nas.TableLatencyEvaluator(latency_table.LatencyTable({}, 0.0), mode="float16")
 
 
+class LatencyRewardTest(absltest.TestCase):
+
+  def test_reward_trades_accuracy_for_latency_as_mnasnet(self):
+    latencies = {"fast": 1.0, "target": 2.0, "slow": 4.0}
+    reward = nas.LatencyReward(lambda name: 0.9, latencies.get, target=2.0, exponent=-0.07)
+    self.assertAlmostEqual(reward("target"), 0.9)
+    self.assertAlmostEqual(reward("slow"), 0.9 * 2.0 ** -0.07)
+    self.assertAlmostEqual(reward("fast"), 0.9 * 0.5 ** -0.07)
+    self.assertGreater(reward("fast"), reward("target"))
+    rl = nas.RLNAS(nas.BlockSpace({"speed": ("fast", "target", "slow")}, lambda speed: speed),
+                   learning_rate=5.0, seed=0)
+    nas.search(rl, reward, steps=30, progress=False)  # equal accuracy: the fastest wins
+    self.assertEqual(rl.best_tokens, [0])
+    self.assertEqual(int(rl.probabilities()[0].argmax()), 0)
+    with self.assertRaisesRegex(ValueError, "target must be > 0 ms"):
+      nas.LatencyReward(lambda m: 1.0, latencies.get, target=0)
+
+
 if __name__ == "__main__":
   absltest.main()
