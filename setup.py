@@ -46,6 +46,7 @@ setuptools.setup(
     },
     entry_points={
         "console_scripts": [
+            "kslim-compress=kslim.cli.compress:run",
             "kslim-convert=kslim.cli.convert:run",
             "kslim-demo=kslim.cli.demo:run",
             "kslim-distill=kslim.cli.distill:run",

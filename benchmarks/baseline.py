@@ -31,7 +31,7 @@ def main(argv):
   for name in _MODELS.value:
     settings = pipeline.Settings(model=name, threads=tuple(int(t) for t in _THREADS.value),
                                  latency_runs=200)
-    ctx = pipeline.run(["baseline", "export_float32", "evaluate"], settings,
+    ctx = pipeline.run_stages(["baseline", "export_float32", "evaluate"], settings,
                        pathlib.Path(_WORKDIR.value) / name)
     rows.extend(ctx.results)
   print(pipeline.format_table(rows))

@@ -61,7 +61,7 @@ def _teacher(workdir, x_train, y_train):
   path = workdir / "distill_teacher.keras"
   if path.exists():
     return keras.models.load_model(path)
-  ctx = pipeline.run(["baseline"], pipeline.Settings(model="reference_cnn"), workdir)
+  ctx = pipeline.run_stages(["baseline"], pipeline.Settings(model="reference_cnn"), workdir)
   teacher = ctx.model
   if _TEACHER_EPOCHS.value:
     fit_classifier(teacher, x_train, y_train, _TEACHER_EPOCHS.value,

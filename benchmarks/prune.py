@@ -76,7 +76,7 @@ def _kerassurgeon(model, graph, plan, x):
 def _benchmark_model(name):
   workdir = pathlib.Path(_WORKDIR.value) / name
   settings = pipeline.Settings(model=name, threads=(1,), latency_runs=200)
-  ctx = pipeline.run(["baseline"], settings, workdir)
+  ctx = pipeline.run_stages(["baseline"], settings, workdir)
   (x_train, y_train), (x_test, y_test) = ctx.data
   baseline = ctx.model
   x_held, y_held = x_train[-_HELD_OUT:], y_train[-_HELD_OUT:]

@@ -57,7 +57,7 @@ _KSLIM_INT8 = [name for name, kwargs in VARIANTS.items()
 def _benchmark_model(name):
   workdir = pathlib.Path(_WORKDIR.value) / name
   settings = pipeline.Settings(model=name, threads=(1,), latency_runs=200)
-  ctx = pipeline.run(["baseline"], settings, workdir)
+  ctx = pipeline.run_stages(["baseline"], settings, workdir)
   (x_train, _), (x_test, y_test) = ctx.data
   calibration_data = x_train[:_NUM_SAMPLES.value]
   prof = profile(ctx.model)

@@ -98,7 +98,7 @@ def _measure(name, model, content, path, x_test, y_test, float_ms):
 def _benchmark_model(name):
   workdir = pathlib.Path(_WORKDIR.value) / name
   settings = pipeline.Settings(model=name, threads=(1,), latency_runs=200)
-  ctx = pipeline.run(["baseline", "export_float32"], settings, workdir)
+  ctx = pipeline.run_stages(["baseline", "export_float32"], settings, workdir)
   (x_train, y_train), (x_test, y_test) = ctx.data
   baseline = ctx.model
   rows = [_measure(f"{name} fp32 (5 epochs)", baseline, ctx.tflite_path.read_bytes(),

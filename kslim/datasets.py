@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_DATA_DIR",
     "CLASS_NAMES",
+    "load",
     "load_fashion_mnist",
     "normalize",
     "to_dataset",
@@ -100,6 +101,34 @@ def load_fashion_mnist():
                        f"range 0..9. {_INSTALL_HINT}")
     splits.append((images, labels))
   return tuple(splits)
+
+
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load(spec):
+  """Training and test data, ready to train on: ``"fashion_mnist"`` (normalized to [0, 1]
+  with a channel axis) or a .npz file with float images x_train, x_test and integer labels
+  y_train, y_test.
+
+  Returns:
+    ((x_train, y_train), (x_test, y_test)).
+
+  Raises:
+    ValueError: `spec` is neither, or the .npz lacks one of the arrays.
+  """
+  if spec == "fashion_mnist":
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+    return ((normalize(x_train), y_train), (normalize(x_test), y_test))
+  if not spec.endswith(".npz") or not os.path.isfile(spec):
+    raise ValueError(f"expected 'fashion_mnist' or an existing .npz file, got {spec!r}")
+  with np.load(spec) as data:
+    missing = [k for k in _NPZ_KEYS if k not in data]
+    if missing:
+      raise ValueError(f"{spec} lacks the arrays {missing}; it needs {list(_NPZ_KEYS)}")
+    arrays = {k: data[k] for k in _NPZ_KEYS}
+  return ((arrays["x_train"].astype(np.float32), arrays["y_train"]),
+          (arrays["x_test"].astype(np.float32), arrays["y_test"]))
 
 
 def normalize(images):

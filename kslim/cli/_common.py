@@ -3,7 +3,6 @@
 import logging
 import os
 
-import numpy as np
 import tensorflow as tf
 from absl import app
 from absl import flags
@@ -14,8 +13,6 @@ from kslim._keras import keras
 
 __all__ = ["start", "quiet_tensorflow", "define_model_flags", "define_dataset_flag",
            "input_model", "load_model", "load_dataset"]
-
-_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 _TF_PACKAGES = tuple(os.sep + name + os.sep for name in ("tensorflow", "tf_keras"))
 
@@ -84,22 +81,8 @@ def load_model(path, flag):
 
 
 def load_dataset(spec, flag="dataset"):
-  """``"fashion_mnist"`` or a .npz with x_train, y_train, x_test, y_test (float images).
-
-  Returns:
-    ((x_train, y_train), (x_test, y_test)); Fashion-MNIST images normalized to [0, 1].
-  """
-  if spec == "fashion_mnist":
-    (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
-    return ((datasets.normalize(x_train), y_train), (datasets.normalize(x_test), y_test))
-  if not spec.endswith(".npz") or not os.path.isfile(spec):
-    raise app.UsageError(f"--{flag}: expected 'fashion_mnist' or an existing .npz file, got "
-                         f"{spec!r}")
-  with np.load(spec) as data:
-    missing = [k for k in _NPZ_KEYS if k not in data]
-    if missing:
-      raise app.UsageError(f"--{flag}: {spec} lacks the arrays {missing}; it needs "
-                           f"{list(_NPZ_KEYS)}")
-    arrays = {k: data[k] for k in _NPZ_KEYS}
-  return ((arrays["x_train"].astype(np.float32), arrays["y_train"]),
-          (arrays["x_test"].astype(np.float32), arrays["y_test"]))
+  """`kslim.datasets.load` of `spec`; a bad spec is a UsageError naming `flag`."""
+  try:
+    return datasets.load(spec)
+  except ValueError as error:
+    raise app.UsageError(f"--{flag}: {error}") from error

@@ -47,7 +47,7 @@ def main(argv):
       model=_MODEL.value, epochs=_EPOCHS.value, qat_epochs=_QAT_EPOCHS.value, seed=_SEED.value,
       train_examples=_TRAIN_EXAMPLES.value, test_examples=_TEST_EXAMPLES.value,
       threads=tuple(int(t) for t in _THREADS.value), latency_runs=_LATENCY_RUNS.value)
-  ctx = pipeline.run(_STAGES.value, settings, _WORKDIR.value)
+  ctx = pipeline.run_stages(_STAGES.value, settings, _WORKDIR.value)
   print(pipeline.format_table(ctx.results))
   logging.info("results written to %s", ctx.workdir / "results.json")
 

@@ -34,7 +34,7 @@ class PipelineTest(absltest.TestCase):
 
   def test_demo_stages_then_cached_rerun(self):
     workdir = pathlib.Path(self.create_tempdir().full_path)
-    first = pipeline.run(_DEMO, _SETTINGS, workdir)
+    first = pipeline.run_stages(_DEMO, _SETTINGS, workdir)
     (row,) = first.results
     self.assertEqual(row.stage, "reference_cnn_float32")
     self.assertEqual(row.params, 70746)
@@ -58,7 +58,7 @@ class PipelineTest(absltest.TestCase):
 
     # Same settings again: the cached baseline is loaded, not retrained.
     with mock.patch.object(keras.Model, "fit", side_effect=AssertionError("retrained")):
-      second = pipeline.run(_DEMO, _SETTINGS, workdir)
+      second = pipeline.run_stages(_DEMO, _SETTINGS, workdir)
     for a, b in zip(first.model.get_weights(), second.model.get_weights()):
       np.testing.assert_array_equal(a, b)
     self.assertEqual(second.results[0].keras_accuracy, row.keras_accuracy)
@@ -66,7 +66,7 @@ class PipelineTest(absltest.TestCase):
 
   def test_qat_then_int8_export(self):
     workdir = pathlib.Path(self.create_tempdir().full_path)
-    ctx = pipeline.run(_DEMO + ["qat", "export_int8", "evaluate"], _SETTINGS, workdir)
+    ctx = pipeline.run_stages(_DEMO + ["qat", "export_int8", "evaluate"], _SETTINGS, workdir)
     float_row, int8_row = ctx.results
     self.assertEqual(int8_row.stage, "reference_cnn_int8")
     self.assertLen(ctx.history["qat"]["loss"], 1)
@@ -85,12 +85,12 @@ class PipelineTest(absltest.TestCase):
   def test_unknown_stage_is_refused_before_any_work(self):
     workdir = pathlib.Path(self.create_tempdir().full_path)
     with self.assertRaisesRegex(ValueError, r"unknown stage\(s\) \['prnue'\]"):
-      pipeline.run(["baseline", "prnue"], _SETTINGS, workdir)
+      pipeline.run_stages(["baseline", "prnue"], _SETTINGS, workdir)
     self.assertFalse((workdir / "cache").exists())
 
   def test_stage_needing_a_model_says_which(self):
     with self.assertRaisesRegex(ValueError, r"stage 'evaluate' needs a model"):
-      pipeline.run(["evaluate"], _SETTINGS, self.create_tempdir().full_path)
+      pipeline.run_stages(["evaluate"], _SETTINGS, self.create_tempdir().full_path)
 
   def test_stage_names_are_unique(self):
     with self.assertRaisesRegex(ValueError, r"stage 'baseline' is already registered"):
