@@ -48,7 +48,6 @@ setuptools.setup(
         "console_scripts": [
             "kslim-compress=kslim.cli.compress:run",
             "kslim-convert=kslim.cli.convert:run",
-            "kslim-demo=kslim.cli.demo:run",
             "kslim-distill=kslim.cli.distill:run",
             "kslim-nas=kslim.cli.nas:run",
             "kslim-profile=kslim.cli.profile:run",

@@ -7,7 +7,7 @@ import pathlib
 from kslim import _plot
 from kslim import _table
 
-__all__ = ["format_table", "job_table", "write"]
+__all__ = ["format_table", "job_table", "plot_rows", "write"]
 
 _COLUMNS = (
     ("stage", "Stage", "{}"),
@@ -69,7 +69,8 @@ def job_table(rows, markdown=False):
                    + ["| " + " | ".join(line) + " |" for line in lines])
 
 
-def _plot_rows(rows, path):
+def plot_rows(rows, path):
+  """Accuracy against TFLite size and against latency (fewest threads), one point per row."""
   figure, axes = _plot.subplots(1, 2, figsize=(11, 4))
   threads = sorted({t for r in rows for t in r.latency_ms}, key=int)
   for ax, (label, value) in zip(axes, (
@@ -93,7 +94,7 @@ def write(config, rows, plots, workdir):
   stage) into `workdir`; returns the report dict."""
   workdir = pathlib.Path(workdir)
   threads, ratios = _ratio_columns(rows)
-  _plot_rows(rows, workdir / "accuracy.png")
+  plot_rows(rows, workdir / "accuracy.png")
   report = {"config": config,
             "rows": [{**dataclasses.asdict(r), "accuracy": r.accuracy, **x}
                      for r, x in zip(rows, ratios)],

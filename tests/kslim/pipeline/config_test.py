@@ -89,6 +89,14 @@ class ConfigTest(absltest.TestCase):
     with self.assertRaisesRegex(config_lib.ConfigError, "cannot read config '/no/job.yaml'"):
       config_lib.load("/no/job.yaml")
 
+  def test_shipped_example_configs_are_valid(self):
+    names = sorted(os.listdir("examples"))
+    self.assertContainsSubset({"demo.yaml", "qat.yaml", "ptq.yaml", "prune_qat.yaml",
+                               "distill_prune_ptq.yaml"}, names)
+    for name in names:
+      config = config_lib.load(os.path.join("examples", name))
+      self.assertEqual(config["dataset"], "fashion_mnist", name)
+
   def test_overrides_set_keys_before_validation(self):
     config, _ = self._load(_GOOD, ["strategies.0.prune.ratio=0.5", "training.seed=3",
                                    "strategies.1.quantize.learning_rate=1e-4"])
