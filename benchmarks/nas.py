@@ -3,7 +3,8 @@
 Three parts, each cached in --workdir (an interrupted run resumes part by part; the token
 searches and supernets also resume from their own checkpoints there):
   1. Token search, MobileNetV2 space, MACs <= --macs_budget: SA, RL and random search with
-     the same number of trials (--trials). A trial trains 1 epoch on --trial_images training
+     the same number of trials (--trials) for each controller seed (--seeds; the best held-out
+     accuracy is averaged over seeds). A trial trains 1 epoch on --trial_images training
      images and scores held-out accuracy on the last 2,000 training images (batch-norm
      statistics recalibrated first). Compared: the best held-out accuracy found, and whether
      every candidate respected the budget.
@@ -43,7 +44,8 @@ from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench/nas", "Cache and checkpoints.")
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/results/nas.json", "JSON results.")
 _PARTS = flags.DEFINE_list("parts", ["token", "darts", "ofa"], "Parts to run.")
-_TRIALS = flags.DEFINE_integer("trials", 8, "Trials per token-search controller.")
+_TRIALS = flags.DEFINE_integer("trials", 8, "Trials per token-search controller and seed.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Controller seeds of the token searches.")
 _TRIAL_IMAGES = flags.DEFINE_integer("trial_images", 3000, "Training images per trial.")
 _MACS_BUDGET = flags.DEFINE_float("macs_budget", 8e6, "Token searches' MACs budget.")
 _DARTS_IMAGES = flags.DEFINE_integer("darts_images", 1024, "DARTS supernet training images.")
@@ -74,26 +76,38 @@ def _token_part(workdir, data):
   space = nas.MobileNetV2Space(input_shape=(28, 28, 1))
   evaluate = nas.TrainEvaluator(x_train[:_TRIAL_IMAGES.value], y_train[:_TRIAL_IMAGES.value],
                                 x_val, y_val, epochs=1)
+  runs = {}
+  for seed in map(int, _SEEDS.value):
+    for name, cls in (("sa", nas.SANAS), ("rl", nas.RLNAS), ("random", nas.RandomSearch)):
+      tag = name if seed == 0 else f"{name}_s{seed}"
+
+      def run(tag=tag, cls=cls, seed=seed):
+        controller = cls(space, constraint=nas.Constraint("macs", _MACS_BUDGET.value),
+                         checkpoint=workdir / f"{tag}_checkpoint.json", seed=seed)
+        start = time.time()
+        best, reward = nas.search(controller, evaluate, _TRIALS.value,
+                                  log=workdir / f"{tag}_trials.jsonl")
+        return {"method": name, "best_tokens": best, "best_held_out": reward,
+                "trials": controller.history, "skipped_over_budget": controller.skipped,
+                "seconds_this_run": time.time() - start}
+      runs[name, seed] = _cached(workdir, f"token_{tag}", run)
   rows = []
-  for name, cls in (("sa", nas.SANAS), ("rl", nas.RLNAS), ("random", nas.RandomSearch)):
-    def run(name=name, cls=cls):
-      controller = cls(space, constraint=nas.Constraint("macs", _MACS_BUDGET.value),
-                       checkpoint=workdir / f"{name}_checkpoint.json", seed=0)
-      start = time.time()
-      best, reward = nas.search(controller, evaluate, _TRIALS.value,
-                                log=workdir / f"{name}_trials.jsonl")
-      return {"method": name, "best_tokens": best, "best_held_out": reward,
-              "trials": controller.history, "skipped_over_budget": controller.skipped,
-              "seconds_this_run": time.time() - start}
-    result = _cached(workdir, f"token_{name}", run)
-    costs = [t["cost"] for t in result["trials"]]
-    rows.append({"part": "token", "method": result["method"], "trials": len(costs),
-                 "best_held_out_accuracy": result["best_held_out"],
-                 "best_macs": next(t["cost"] for t in result["trials"]
-                                   if t["tokens"] == result["best_tokens"]),
-                 "max_macs": max(costs), "within_budget": max(costs) <= _MACS_BUDGET.value,
-                 "budget": _MACS_BUDGET.value, "points": [[t["cost"], t["reward"]]
-                                                          for t in result["trials"]]})
+  for name in ("sa", "rl", "random"):
+    results = [runs[name, seed] for seed in map(int, _SEEDS.value)]
+    trials = [t for r in results for t in r["trials"]]
+    bests = [r["best_held_out"] for r in results]
+    random_bests = [runs["random", seed]["best_held_out"] for seed in map(int, _SEEDS.value)]
+    rows.append({"part": "token", "method": name, "trials": _TRIALS.value,
+                 "seeds": len(results), "best_held_out_per_seed": bests,
+                 "best_held_out_accuracy": float(np.mean(bests)),
+                 "seeds_beating_random": sum(b > r for b, r in zip(bests, random_bests)),
+                 "best_macs": float(np.mean([next(t["cost"] for t in r["trials"]
+                                                  if t["tokens"] == r["best_tokens"])
+                                             for r in results])),
+                 "max_macs": max(t["cost"] for t in trials),
+                 "within_budget": max(t["cost"] for t in trials) <= _MACS_BUDGET.value,
+                 "budget": _MACS_BUDGET.value,
+                 "points": [[t["cost"], t["reward"]] for t in trials]})
   return rows
 
 
@@ -210,7 +224,8 @@ def main(argv):
   table = []
   for r in rows:
     if r["part"] == "token":
-      table.append([r["method"], f"{r['trials']} trials", f"{r['best_held_out_accuracy']:.4f}",
+      table.append([r["method"], f"{r['trials']} trials x {r['seeds']} seeds",
+                    f"{r['best_held_out_accuracy']:.4f}",
                     "-", f"{r['best_macs']:.3g}", str(r["within_budget"])])
     elif r["part"] == "darts":
       table.append([r["method"], f"search {r['search_seconds']:.0f} s", "-",
@@ -221,7 +236,7 @@ def main(argv):
                     f"({r['gap_points']:+.2f} pt)", f"{r['macs']:.3g}", str(r["within_budget"])])
   print(format_table(["method", "cost / baseline", "held-out acc", "test acc", "MACs",
                       "within budget"], table))
-  recipe = {"trials": _TRIALS.value, "trial_images": _TRIAL_IMAGES.value,
+  recipe = {"trials": _TRIALS.value, "seeds": _SEEDS.value, "trial_images": _TRIAL_IMAGES.value,
             "held_out_images": _HELD_OUT, "macs_budget": _MACS_BUDGET.value,
             "darts_images": _DARTS_IMAGES.value, "final_images": _FINAL_IMAGES.value,
             "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": _OFA_EPOCHS,

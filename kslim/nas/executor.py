@@ -16,6 +16,7 @@ finished instead of training them twice.
 """
 
 import abc
+import datetime
 import time
 import traceback
 
@@ -97,6 +98,9 @@ class OptunaExecutor(Executor):
     parallelism: candidates queued at once, usually the number of workers.
     poll_interval: seconds between looks at the storage while waiting.
     timeout: seconds to wait for one batch before giving up (None: forever).
+    trial_timeout: seconds after which a trial still running is taken for lost (its worker
+      was killed or its machine went away): it is marked failed and queued again for another
+      worker. None: wait for it forever. Set it well above one trial's training time.
 
   Example:
     >>> executor = OptunaExecutor("sqlite:////shared/nas.db", "mnv2-search", parallelism=4)
@@ -105,11 +109,13 @@ class OptunaExecutor(Executor):
     >>> OptunaWorker("sqlite:////shared/nas.db", "mnv2-search", space, evaluate).run()
   """
 
-  def __init__(self, storage, study_name, parallelism=1, poll_interval=1.0, timeout=None):
+  def __init__(self, storage, study_name, parallelism=1, poll_interval=1.0, timeout=None,
+               trial_timeout=None):
     if parallelism < 1:
       raise ValueError(f"OptunaExecutor: parallelism must be >= 1, got {parallelism}")
     self.study = _study(open_storage(storage), study_name)
     self.parallelism, self.poll_interval, self.timeout = parallelism, poll_interval, timeout
+    self.trial_timeout = trial_timeout
     self.study.set_user_attr(_FINISHED, False)
 
   def _trials_by_key(self):
@@ -135,6 +141,7 @@ class OptunaExecutor(Executor):
     while True:
       trials = {t.user_attrs[_KEY]: t for t in self.study.get_trials(deepcopy=False)
                 if t.user_attrs.get(_KEY) in keys}
+      self._requeue_lost(trials.values())
       failed = [t for t in trials.values() if t.state == TrialState.FAIL]
       if failed:
         t = failed[0]
@@ -147,6 +154,25 @@ class OptunaExecutor(Executor):
                            f"{self.timeout:g} s; are OptunaWorkers running on study "
                            f"{self.study.study_name!r}?")
       time.sleep(self.poll_interval)
+
+  def _requeue_lost(self, trials):
+    """Fails the trials running longer than `trial_timeout` and queues their candidates again;
+    the trials passed are updated in place (FAIL -> the new waiting trial's state)."""
+    from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
+    if self.trial_timeout is None:
+      return
+    for trial in trials:
+      if trial.state != TrialState.RUNNING or trial.datetime_start is None:
+        continue
+      now = datetime.datetime.now(trial.datetime_start.tzinfo)  # storages differ in time zone
+      if (now - trial.datetime_start).total_seconds() > self.trial_timeout:
+        logging.warning("OptunaExecutor: trial %d (step %s) running for over %g s; its worker "
+                        "is taken for lost and the candidate queued again", trial.number,
+                        trial.user_attrs[_KEY], self.trial_timeout)
+        self.study.tell(trial.number, state=TrialState.FAIL)
+        self.study.enqueue_trial({}, user_attrs={_KEY: trial.user_attrs[_KEY],
+                                                 _TOKENS: trial.user_attrs[_TOKENS]})
+        trial.state = TrialState.WAITING  # as the queued copy is, until the next look
 
   def close(self):
     self.study.set_user_attr(_FINISHED, True)
@@ -172,6 +198,7 @@ class OptunaWorker:
     self.space, self.evaluate = space, evaluate
 
   def _claim(self):
+    import optuna  # pylint: disable=g-import-not-at-top
     from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
     for trial in self.storage.get_all_trials(self.study_id, deepcopy=False,
                                              states=(TrialState.WAITING,)):
@@ -179,13 +206,17 @@ class OptunaWorker:
         continue
       trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id,
                                                                        trial.number)
-      if self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):  # False: taken
-        return trial_id, trial
+      try:
+        if self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):  # False: taken
+          return trial_id, trial
+      except optuna.exceptions.UpdateFinishedTrialError:  # taken and finished since listed
+        continue
     return None
 
   def run(self, max_trials=None, idle_timeout=None, poll_interval=1.0):
     """Claims and trains trials until the driver closes the search, `max_trials` are done,
     or nothing was queued for `idle_timeout` seconds. Returns the number trained."""
+    import optuna  # pylint: disable=g-import-not-at-top
     from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
     done, idle_since = 0, time.monotonic()
     while max_trials is None or done < max_trials:
@@ -209,7 +240,12 @@ class OptunaWorker:
         self.storage.set_trial_user_attr(trial_id, _ERROR, error)
         self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
       else:
-        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [score])
+        try:
+          self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [score])
+        except optuna.exceptions.UpdateFinishedTrialError:  # the driver took it for lost
+          logging.warning("OptunaWorker: trial %d was requeued while training; its score is "
+                          "dropped", trial.number)
+          continue
         logging.info("OptunaWorker: trial %d (tokens %s) scored %.4f", trial.number, tokens,
                      score)
       done += 1

@@ -82,6 +82,26 @@ class OptunaExecutorTest(absltest.TestCase):
     self.assertEqual(scores, [_score({"a": 0, "b": 1, "c": 1}), _score({"a": 3, "b": 2, "c": 0})])
     self.assertLen(resumed.study.trials, 2)  # queued once, not again on resume
 
+  def test_trial_of_a_lost_worker_is_queued_again(self):
+    storage = self._storage()
+    executor = nas.OptunaExecutor(storage, "lost", poll_interval=0.05, timeout=60,
+                                  trial_timeout=0.5)
+    dead = nas.OptunaWorker(storage, "lost", _space(), _score)
+    alive = nas.OptunaWorker(storage, "lost", _space(), _score)
+
+    def claim_and_die():
+      while dead._claim() is None:  # takes the queued trial, then never reports
+        pass
+      alive.run(max_trials=1, poll_interval=0.05)  # another worker finds it queued again
+
+    thread = threading.Thread(target=claim_and_die)
+    thread.start()
+    scores = executor.map(_space(), [[1, 2, 0]], first_step=0)
+    thread.join()
+    self.assertEqual(scores, [_score({"a": 1, "b": 2, "c": 0})])
+    states = sorted(t.state.name for t in executor.study.trials)
+    self.assertEqual(states, ["COMPLETE", "FAIL"])
+
   def test_failed_trial_names_the_candidate_and_the_workers_error(self):
     storage = self._storage()
 
