@@ -20,13 +20,14 @@ def recalibrate_batch_norm(model, x):
   normalizes.)
 
   Args:
-    model: a functional tf_keras model; its top-level BatchNormalization layers are updated.
+    model: a tf_keras model; every BatchNormalization layer in it, nested models included,
+      is updated.
     x: the calibration images, all in one batch (a thousand images suffice).
 
   Returns:
     `model`, updated in place.
   """
-  bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+  bns = [l for l in model.submodules if isinstance(l, keras.layers.BatchNormalization)]
   momenta = [bn.momentum for bn in bns]
   for bn in bns:
     bn.momentum = 0.0

@@ -138,6 +138,21 @@ class TrainAndPickTest(absltest.TestCase):
     np.testing.assert_allclose(head_bn.moving_variance.numpy(), head.var(axis=(0, 1, 2)),
                                rtol=1e-3, atol=1e-5)
 
+  def test_recalibration_reaches_nested_models(self):
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"),
+                              keras.layers.BatchNormalization()], name="inner")
+    inputs = keras.Input((6, 6, 1))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inner(inputs)))
+    x, _ = _data(10)
+    x = x[:, :6, :6, :]
+    batch_norm.recalibrate_batch_norm(model, x)
+    features = inner.layers[0](x).numpy()
+    np.testing.assert_allclose(inner.layers[1].moving_mean.numpy(),
+                               features.mean(axis=(0, 1, 2)), atol=1e-5)
+    np.testing.assert_allclose(inner.layers[1].moving_variance.numpy(),
+                               features.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-6)
+
 
 if __name__ == "__main__":
   absltest.main()
