@@ -88,8 +88,8 @@ class _Job:
 
   # Measuring -----------------------------------------------------------------------------------
 
-  def row(self, stage, kind, tflite_path, started, model=None):
-    model = model if model is not None else self.model
+  def row(self, stage, kind, tflite_path, started):
+    model = self.model
     (_, _), (x_test, y_test) = self.data
     prof = profile(model)
     tflite_acc = tflite_kb = None
@@ -133,8 +133,6 @@ class _Job:
         terms.append(distill_lib.SoftLabel(spec["temperature"]))
       elif name == "fitnet":
         terms.append(distill_lib.FitNet(spec["hint_layer"], spec["hint_layer"]))
-      elif name == "fsp":
-        raise ValueError("distill: fsp needs layer pairs; use kslim.distill.FSP from Python")
       else:
         terms.append(distill_lib.L2())
     return terms
@@ -249,8 +247,8 @@ def run(config, workdir, callbacks=(), overrides=()):
     stage_dir = workdir / "stages" / name
     fingerprint = _fingerprint(config, i)
     record = stage_dir / "stage.json"
-    if record.exists() and json.loads(record.read_text())["fingerprint"] == fingerprint:
-      done = json.loads(record.read_text())
+    done = json.loads(record.read_text()) if record.exists() else None
+    if done is not None and done["fingerprint"] == fingerprint:
       logging.info("stage %s: unchanged, reusing %s", name, stage_dir)
       if (stage_dir / "model.keras").exists():
         job.model = _load_stage_model(stage_dir / "model.keras")
@@ -273,8 +271,10 @@ def run(config, workdir, callbacks=(), overrides=()):
     elif kind == "export":
       new_rows = [job.row(f"{name}:{p.stem}", kind, p, started) for p in job.export(spec, stage_dir)]
     else:
-      step = getattr(job, kind)
-      step(stage_dir) if kind == "baseline" else step(spec, stage_dir)
+      if kind == "baseline":
+        job.baseline(stage_dir)
+      else:
+        getattr(job, kind)(spec, stage_dir)
       if kind != "ptq":
         job.model.save(stage_dir / "model.keras")
       new_rows = [job.row(name, kind, stage_dir / "model.tflite", started)]

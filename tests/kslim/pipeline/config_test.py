@@ -84,6 +84,9 @@ class ConfigTest(absltest.TestCase):
                 r"job.yaml:2: dataset: expected 'fashion_mnist' or an existing .npz file")
     self._error(_GOOD.replace("ratio: 0.3", "ratio: 0.3\n      distill: {teacher: t.keras}"),
                 r"strategies\[0\].prune.teacher: no such file: 't.keras' \(or 'baseline'\)")
+    self._error(_GOOD.replace("ratio: 0.3", "ratio: 0.3\n      distill: {losses: [fsp]}"),
+                r"strategies\[0\].prune.distill.losses\[0\]: 'fsp' is not one of soft_label, "
+                r"fitnet, logits_l2")
     self._error(_GOOD.replace("ratio: 0.3", "ratio: 0.3\n      distill: {losses: [fitnet]}"),
                 r"strategies\[0\].prune.losses: fitnet needs hint_layer")
     with self.assertRaisesRegex(config_lib.ConfigError, "cannot read config '/no/job.yaml'"):
