@@ -42,7 +42,7 @@ setuptools.setup(
         "tensorflow": ["tensorflow>=2.21"],
         "tensorflow-cpu": ["tensorflow-cpu>=2.21"],
         "distributed": ["optuna>=4"],  # kslim.nas.OptunaExecutor / OptunaWorker
-        "test": ["pytest>=8", "optuna>=4"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "optuna>=4"],
     },
     entry_points={
         "console_scripts": [

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: set up (idempotent, Bazel and the emulated aarch64 Python included) and run
-# every test: pytest over tests/, then `bazel build //...` and `bazel test //...` offline.
+# every test with pytest (one worker per core, at most 8: pytest-xdist), then check the Bazel
+# side offline: `bazel build //...` builds every target and `bazel test //tests:bazel_smoke` runs
+# one test per package under Bazel (`bazel test //...` runs every test there too).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,11 +12,13 @@ export TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2
 
 echo "== pytest"
 status=0
-.venv/bin/python -m pytest -q "$@" || status=$?
+workers=$(nproc)
+(( workers > 8 )) && workers=8
+.venv/bin/python -m pytest -q -n "${KSLIM_TEST_WORKERS:-$workers}" --dist loadfile "$@" || status=$?
 # Exit code 5 means pytest collected nothing: for this suite that is a failure too.
 [[ $status -eq 0 ]] || { echo "pytest failed (exit $status)"; exit 1; }
 
 echo "== bazel build //..."
 bash scripts/bazel.sh build //...
-echo "== bazel test //..."
-bash scripts/bazel.sh test //...
+echo "== bazel test //tests:bazel_smoke"
+bash scripts/bazel.sh test //tests:bazel_smoke

@@ -1,7 +1,8 @@
 """kslim.prune on keras.applications architectures (weights=None, small inputs).
 
 Each architecture is pruned at 30% with one criterion (the five rotate over the nine models,
-so every criterion meets residual, dense, squeeze-excite and separable graphs); two are also
+so every criterion meets residual, dense, squeeze-excite and separable graphs); the two
+MobileNets with inverted residuals (V3: squeeze-excite and hard-swish too) are also
 converted to TFLite. `benchmarks/prune_applications.py` runs the full matrix: every model with
 every criterion, each converted.
 """
@@ -19,11 +20,11 @@ _A = keras.applications
 ARCHITECTURES = {
     "MobileNet": (_A.MobileNet, {"alpha": 0.25}, "l1", False),
     "MobileNetV2": (_A.MobileNetV2, {"alpha": 0.35}, "l2", True),
-    "MobileNetV3Small": (_A.MobileNetV3Small, {"alpha": 0.75}, "fpgm", False),
+    "MobileNetV3Small": (_A.MobileNetV3Small, {"alpha": 0.75}, "fpgm", True),
     "ResNet50": (_A.ResNet50, {}, "bn_gamma", False),
     "ResNet50V2": (_A.ResNet50V2, {}, "opt_slim", False),
     "DenseNet121": (_A.DenseNet121, {}, "l1", False),
-    "EfficientNetB0": (_A.EfficientNetB0, {}, "fpgm", True),
+    "EfficientNetB0": (_A.EfficientNetB0, {}, "fpgm", False),
     "NASNetMobile": (_A.NASNetMobile, {"include_top": False, "pooling": "avg"}, "l2", False),
     "Xception": (_A.Xception, {}, "bn_gamma", False),
 }
