@@ -2,9 +2,11 @@
 protocol, budget filtering, the best candidate so far, and a checkpoint to resume from.
 
 A controller proposes candidates (token lists of a `SearchSpace`); candidates over the
-constraint's budget are skipped before anyone trains them. After each reward the whole state,
-random generator included, is written to the checkpoint (JSON, replaced atomically), so a
-search killed at any point resumes with the same next candidate and loses no finished trial.
+constraint's budget are skipped before anyone trains them, and a candidate scored before is
+not trained again: the controller learns from its recorded score and proposes anew. After
+each reward the whole state, random generator included, is written to the checkpoint (JSON,
+replaced atomically), so a search killed at any point resumes with the same next candidate
+and loses no finished trial.
 """
 
 import abc
@@ -28,6 +30,8 @@ class Controller(abc.ABC):
     checkpoint: a JSON path; when it exists the controller resumes from it.
     seed: seed of the controller's random generator.
     max_resample: proposals tried per step before giving up on finding one within budget.
+      Already-scored proposals are answered from the history during the first half of
+      them; past that a known candidate is trained again (the controller has converged).
   """
 
   def __init__(self, space, constraint=None, checkpoint=None, seed=0, max_resample=200):
@@ -38,9 +42,11 @@ class Controller(abc.ABC):
     self.rng = np.random.default_rng(seed)
     self.step = 0
     self.skipped = 0
+    self.revisited = 0  # proposals answered from the history instead of trained again
     self.best_tokens, self.best_reward = None, -math.inf
     self.history = []  # one dict per rewarded candidate: step, tokens, reward, cost, accepted
     self._pending = []  # (tokens, cost) of the candidates proposed and not yet rewarded
+    self._scores = {}  # tuple(tokens) -> reward of every scored candidate
     if self.checkpoint is not None and self.checkpoint.exists():
       self._load()
 
@@ -63,7 +69,9 @@ class Controller(abc.ABC):
   def next_archs(self, count=1):
     """The next candidates to train: `count` distinct token lists, each within budget
     (PaddleSlim's interface; `count` > 1 feeds parallel workers). Repeated calls before
-    `reward` return the same candidates.
+    `reward` return the same candidates. A proposal scored before is answered with its
+    recorded reward (``update``) instead of being returned, during the first half of the
+    `max_resample` proposals.
 
     Raises:
       RuntimeError: fewer than `count` distinct candidates within the budget among
@@ -81,6 +89,11 @@ class Controller(abc.ABC):
                              "raise the budget")
         tries += 1
         tokens = self.space.check(self.propose())
+        known = self._scores.get(tuple(tokens))
+        if known is not None and tries <= self.max_resample // 2:
+          self.revisited += 1  # scored before: learn from that score, train nothing
+          self.update(tokens, known)
+          continue
         if any(tokens == pending for pending, _ in self._pending):
           continue
         cost = self._cost(tokens)
@@ -109,6 +122,7 @@ class Controller(abc.ABC):
       accepted.append(bool(self.update(tokens, value)))
       if value > self.best_reward:
         self.best_tokens, self.best_reward = list(tokens), value
+      self._scores[tuple(tokens)] = value
       self.history.append({"step": self.step, "tokens": list(tokens), "reward": value,
                            "cost": cost, "accepted": accepted[-1]})
       self.step += 1
@@ -125,8 +139,8 @@ class Controller(abc.ABC):
     if self.checkpoint is None:
       return
     data = {"controller": type(self).__name__, "step": self.step, "skipped": self.skipped,
-            "best_tokens": self.best_tokens, "best_reward": self.best_reward,
-            "history": self.history, "rng": self.rng.bit_generator.state, "state": self.state()}
+            "revisited": self.revisited, "best_tokens": self.best_tokens,
+            "best_reward": self.best_reward, "history": self.history, "rng": self.rng.bit_generator.state, "state": self.state()}
     self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
     tmp.write_text(json.dumps(data))
@@ -137,9 +151,10 @@ class Controller(abc.ABC):
     if data.get("controller") != type(self).__name__:
       raise ValueError(f"{self.checkpoint} is a {data.get('controller')} checkpoint, not a "
                        f"{type(self).__name__} one")
-    self.step, self.skipped = data["step"], data["skipped"]
+    self.step, self.skipped, self.revisited = data["step"], data["skipped"], data["revisited"]
     self.best_tokens, self.best_reward = data["best_tokens"], data["best_reward"]
     self.history = data["history"]
+    self._scores = {tuple(h["tokens"]): h["reward"] for h in self.history}
     self.rng.bit_generator.state = data["rng"]
     self.load_state(data["state"])
     logging.info("%s: resumed from %s after %d steps", type(self).__name__, self.checkpoint,

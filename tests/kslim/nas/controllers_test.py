@@ -1,5 +1,6 @@
 """SA, RL and random controllers: the annealing rule, policy updates, budgets, resuming."""
 
+import functools
 import json
 import math
 from unittest import mock
@@ -130,6 +131,27 @@ class ConstraintAndResumeTest(absltest.TestCase):
   def test_too_many_distinct_candidates_for_the_space_is_an_error(self):
     with self.assertRaisesRegex(RuntimeError, "fewer than 25 distinct candidates"):
       nas.RandomSearch(_space(), max_resample=100).next_archs(25)  # the space has 24
+
+  def test_a_scored_candidate_is_not_trained_again(self):
+    for cls in (functools.partial(nas.SANAS, init_temperature=10.0), nas.RLNAS,
+                nas.RandomSearch):
+      trained = []
+
+      def score(values, trained=trained):
+        trained.append(tuple(values.values()))
+        return values["a"] * 0.3 + values["b"] * 0.1 - values["c"] * 0.2
+
+      controller = cls(_space(), seed=4)
+      nas.search(controller, score, 12, progress=False)
+      self.assertLen(trained, 12)
+      name = type(controller).__name__
+      self.assertLen(set(trained), 12, name)  # half the space, nothing twice
+      self.assertGreater(controller.revisited, 0, name)  # it did propose repeats
+    # Past the whole space (24), known candidates are trained again rather than an error.
+    exhausted = nas.RandomSearch(_space(), seed=0, max_resample=30)
+    nas.search(exhausted, lambda values: 0.5, 26, progress=False)
+    self.assertLen({tuple(h["tokens"]) for h in exhausted.history}, 24)
+    self.assertLen(exhausted.history, 26)
 
   def test_interrupted_search_resumes_with_the_same_candidates(self):
     for cls in (nas.SANAS, nas.RLNAS, nas.RandomSearch):
