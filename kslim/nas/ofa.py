@@ -9,8 +9,10 @@ exactly what the smaller network computes. `OFASupernet.extract` builds that sma
 as a standalone tf_keras model with the sliced weights, ready for `kslim.convert`.
 
 `OFA` trains the supernet by progressive shrinking (full network, then elastic kernel, depth
-and width, each phase sampling a random subnet per step) with knowledge distillation from the
-full network (`kslim.distill.losses.soft_kl`), and `OFA.pick` finds the best subnet under a
+and width) with knowledge distillation from the full network; every shrinking step averages
+the gradients of the phase's smallest subnet and random ones (BigNAS's sandwich rule: the
+smallest subnets, which one random draw per step almost never reaches, train as often as
+the largest) (`kslim.distill.losses.soft_kl`), and `OFA.pick` finds the best subnet under a
 MACs, params or latency-table budget without retraining (batch-norm statistics recalibrated
 per subnet).
 
@@ -105,6 +107,17 @@ class OFASupernet(keras.Model):
       config["depth"] = [int(rng.choice(self.depths)) for _ in self.stages]
     if phase == "width":
       config["expand"] = [int(rng.choice(self.expands)) for _ in range(n)]
+    return config
+
+  def smallest(self, phase="width"):
+    """The smallest configuration allowed in progressive-shrinking `phase`."""
+    config, n = self.largest(), len(self.blocks)
+    if phase in ("kernel", "depth", "width"):
+      config["kernel"] = [min(self.kernels)] * n
+    if phase in ("depth", "width"):
+      config["depth"] = [min(self.depths)] * len(self.stages)
+    if phase == "width":
+      config["expand"] = [min(self.expands)] * n
     return config
 
   def check(self, config):
@@ -206,6 +219,9 @@ class OFA:
     learning_rate: Adam's learning rate.
     kd_weight: weight of the distillation term from the full network (phases after "full").
     temperature: the distillation temperature.
+    subnets_per_step: subnets trained per shrinking step, gradients averaged: the phase's
+      smallest and ``subnets_per_step - 1`` random ones; 1 trains one random subnet per step
+      (the original OFA recipe).
 
   Example:
     >>> ofa = OFA(OFASupernet())
@@ -213,8 +229,12 @@ class OFA:
     >>> config, model = ofa.pick(Constraint("macs", 1e6), x_val, y_val, x_calib=x[:1000])
   """
 
-  def __init__(self, supernet, learning_rate=2e-3, kd_weight=1.0, temperature=1.0):
+  def __init__(self, supernet, learning_rate=2e-3, kd_weight=1.0, temperature=1.0,
+               subnets_per_step=2):
+    if subnets_per_step < 1:
+      raise ValueError(f"OFA: subnets_per_step must be >= 1, got {subnets_per_step!r}")
     self.supernet = supernet
+    self.subnets_per_step = subnets_per_step
     self.optimizer = keras.optimizers.Adam(learning_rate)
     self.kd_weight, self.temperature = kd_weight, temperature
     self.teacher = None
@@ -222,14 +242,26 @@ class OFA:
     self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
   @tf.function
-  def _step(self, x, y, teacher_logits, kd_weight):
+  def _gradients(self, x, y, teacher_logits, kd_weight):
+    """Loss and gradients of the active subnet on one batch."""
     with tf.GradientTape() as tape:
       logits = self.supernet(x, training=True)
       loss = self._loss(y, logits) + kd_weight * soft_kl(teacher_logits, logits,
                                                          self.temperature)
-    weights = self.supernet.trainable_weights
-    self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-    return loss
+    return loss, tape.gradient(loss, self.supernet.trainable_weights)
+
+  def _step(self, xb, yb, configs, teacher_logits, kd_weight):
+    """One optimizer step on the mean gradient of the `configs` subnets; their mean loss."""
+    total_loss, total = 0.0, None
+    for config in configs:
+      self.supernet.set_config(config)
+      loss, gradients = self._gradients(xb, yb, teacher_logits, kd_weight)
+      total_loss += float(loss)
+      total = gradients if total is None else [t + g for t, g in zip(total, gradients)]
+    scale = 1.0 / len(configs)
+    self.optimizer.apply_gradients(zip([g * scale for g in total],
+                                       self.supernet.trainable_weights))
+    return total_loss * scale
 
   def train(self, x, y, epochs, batch_size=128, seed=0, progress=True, checkpoint_dir=None):
     """Runs the progressive-shrinking phases.
@@ -266,13 +298,16 @@ class OFA:
       for s in bar:
         batch = order[s * batch_size:(s + 1) * batch_size]
         xb, yb = x[batch], y[batch]
-        self.supernet.set_config(self.supernet.random_config(rng, phase))
         if phase == "full":
+          configs = [self.supernet.largest()]
           teacher_logits, kd = tf.zeros((len(batch), self.supernet.num_classes)), 0.0
         else:
+          configs = [self.supernet.smallest(phase)] if self.subnets_per_step > 1 else []
+          configs += [self.supernet.random_config(rng, phase)
+                      for _ in range(self.subnets_per_step - len(configs))]
           teacher_logits, kd = self.teacher(xb, training=False), self.kd_weight
-        loss = self._step(xb, yb, teacher_logits, tf.constant(kd, tf.float32))
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        loss = self._step(xb, yb, configs, teacher_logits, tf.constant(kd, tf.float32))
+        bar.set_postfix(loss=f"{loss:.3f}")
       state.epoch_finished()
     self.supernet.set_config(self.supernet.largest())
 
@@ -290,10 +325,7 @@ class OFA:
       ValueError: no sampled subnet fits the budget.
     """
     rng = np.random.default_rng(seed)
-    smallest = {"kernel": [min(self.supernet.kernels)] * len(self.supernet.blocks),
-                "expand": [min(self.supernet.expands)] * len(self.supernet.blocks),
-                "depth": [min(self.supernet.depths)] * len(self.supernet.stages)}
-    candidates = itertools.chain([smallest, self.supernet.largest()],
+    candidates = itertools.chain([self.supernet.smallest(), self.supernet.largest()],
                                  (self.supernet.random_config(rng) for _ in range(samples)))
     best, self.trials = None, []
     for config in candidates:

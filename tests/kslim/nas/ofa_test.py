@@ -1,5 +1,7 @@
 """Once-for-All: extracted subnets equal the supernet in that configuration; training, picking."""
 
+from unittest import mock
+
 from absl.testing import absltest
 import numpy as np
 
@@ -97,6 +99,29 @@ class TrainAndPickTest(absltest.TestCase):
       ofa.pick(nas.Constraint("params", 10), x[:24], y[:24], x[24:], samples=2)
     with self.assertRaisesRegex(ValueError, "unknown phases"):
       ofa.train(x, y, {"shrink": 1})
+
+  def test_every_shrinking_step_trains_the_phase_smallest_and_random_subnets(self):
+    x, y = _data(32)
+    ofa = ofa_lib.OFA(_supernet(), learning_rate=1e-2, subnets_per_step=3)
+    configs = []
+    set_config = ofa.supernet.set_config
+    with mock.patch.object(ofa.supernet, "set_config",
+                           side_effect=lambda c: (configs.append(c), set_config(c))):
+      ofa.train(x, y, {"full": 1, "depth": 1, "width": 1}, batch_size=16, progress=False)
+    net = ofa.supernet
+    training = configs[:-1]  # the last one restores the largest after training
+    self.assertEqual(training[:2], [net.largest()] * 2)  # "full": 2 steps, one net each
+    # Then one set_config freezes the teacher; 2 steps x 3 subnets per shrinking phase.
+    self.assertLen(training, 2 + 1 + 6 + 6)
+    depth, width = training[3:9], training[9:15]
+    self.assertEqual(depth[0::3], [net.smallest("depth")] * 2)
+    self.assertEqual(width[0::3], [net.smallest("width")] * 2)
+    self.assertEqual(net.smallest("width")["expand"], [min(net.expands)] * len(net.blocks))
+    self.assertEqual(net.smallest("depth")["expand"], net.largest()["expand"])
+    self.assertTrue(all(c["expand"] == net.largest()["expand"] for c in depth))
+    self.assertGreater(len({str(c) for c in width}), 2)  # random ones besides the smallest
+    with self.assertRaisesRegex(ValueError, "subnets_per_step must be >= 1"):
+      ofa_lib.OFA(net, subnets_per_step=0)
 
   def test_interrupted_training_resumes_with_the_same_teacher_and_weights(self):
     x, y = _data(32)
