@@ -13,7 +13,9 @@ searches and supernets also resume from their own checkpoints there):
      seconds; the derived network (8 channels, 3 cells) trained --final_epochs on
      --final_images images and scored on the full 10,000-image test set.
   3. Once-for-All: the elastic supernet trained with progressive shrinking (full 2, kernel 1,
-     depth 1, width 1 epochs on --final_images images, KD from the full network), then the
+     depth 1, width 1 epochs on --final_images images, KD from the full network; each
+     shrinking step trains --ofa_subnets_per_step subnets: the phase's smallest and random
+     ones), then the
      best subnet under each of --ofa_budgets MACs (--ofa_samples sampled) extracted without
      retraining; the same architecture trained from scratch for the same 5 epochs on the same
      images. Test accuracy of both on the full test set.
@@ -55,6 +57,8 @@ _FINAL_IMAGES = flags.DEFINE_integer("final_images", 12000, "Training images of 
 _FINAL_EPOCHS = flags.DEFINE_integer("final_epochs", 2, "Epochs of the DARTS-derived nets.")
 _OFA_BUDGETS = flags.DEFINE_list("ofa_budgets", ["6e6", "12e6"], "OFA MACs budgets.")
 _OFA_SAMPLES = flags.DEFINE_integer("ofa_samples", 6, "Random subnets per OFA budget.")
+_OFA_SUBNETS_PER_STEP = flags.DEFINE_integer("ofa_subnets_per_step", 2, "Subnets per "
+                                             "shrinking step (the phase's smallest + random).")
 _OFA_EPOCHS = {"full": 2, "kernel": 1, "depth": 1, "width": 1}
 _HELD_OUT = 2000
 
@@ -158,13 +162,15 @@ def _ofa_part(workdir, data):
     keras.utils.set_random_seed(0)
     return nas.OFASupernet((28, 28, 1), 10)
 
-  ofa = nas.OFA(supernet())
+  ofa = nas.OFA(supernet(), subnets_per_step=_OFA_SUBNETS_PER_STEP.value)
+  tag = f"spp{_OFA_SUBNETS_PER_STEP.value}"
   trained = {}
 
   def train():  # once for every budget; resumes from its epoch checkpoint
     if not trained:
       start = time.time()
-      ofa.train(x_train[:n], y_train[:n], _OFA_EPOCHS, checkpoint_dir=workdir / "ofa_supernet")
+      ofa.train(x_train[:n], y_train[:n], _OFA_EPOCHS,
+                checkpoint_dir=workdir / f"ofa_supernet_{tag}")
       trained["seconds"] = time.time() - start
 
   rows = []
@@ -181,7 +187,7 @@ def _ofa_part(workdir, data):
               "ofa_test_accuracy": model_accuracy(model, x_test, y_test),
               "scratch_test_accuracy": _train_and_test(scratch, data, sum(_OFA_EPOCHS.values())),
               "supernet_seconds": trained.get("seconds")}
-    result = _cached(workdir, f"ofa_{budget:g}", run)
+    result = _cached(workdir, f"ofa_{tag}_{budget:g}", run)
     rows.append({"part": "ofa", "method": f"ofa <= {budget:g} MACs", **result,
                  "within_budget": result["macs"] <= budget,
                  "gap_points": 100 * (result["ofa_test_accuracy"]
@@ -249,7 +255,8 @@ def main(argv):
             "held_out_images": _HELD_OUT, "macs_budget": _MACS_BUDGET.value,
             "darts_images": _DARTS_IMAGES.value, "final_images": _FINAL_IMAGES.value,
             "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": _OFA_EPOCHS,
-            "ofa_samples": _OFA_SAMPLES.value}
+            "ofa_samples": _OFA_SAMPLES.value,
+            "ofa_subnets_per_step": _OFA_SUBNETS_PER_STEP.value}
   write_results(_OUTPUT.value, "nas", recipe, rows)
   _plot_results(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
 

@@ -102,6 +102,9 @@ _OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=2,kernel=1,depth=1,width=1
                                   "Progressive-shrinking epochs per phase, phase=epochs,...")
 _OFA_SAMPLES = flags.DEFINE_integer("ofa_samples", 20, "Random OFA subnets looked at.",
                                     lower_bound=0)
+_OFA_SUBNETS_PER_STEP = flags.DEFINE_integer(
+    "ofa_subnets_per_step", 2, "Subnets per progressive-shrinking step: the phase's smallest "
+    "and random ones (1: one random subnet, the original OFA).", lower_bound=1)
 _FINAL_EPOCHS = flags.DEFINE_integer("final_epochs", 5, "Training epochs of the best "
                                      "candidate on all training images (0: skip).",
                                      lower_bound=0)
@@ -216,7 +219,8 @@ def _ofa(data, constraint, out):
   """Once-for-All; returns (extracted subnet, summary, trials)."""
   (x_train, y_train), (x_val, y_val), num_classes = data
   ofa = nas.OFA(nas.OFASupernet(x_train.shape[1:], num_classes),
-                learning_rate=_LEARNING_RATE.value)
+                learning_rate=_LEARNING_RATE.value,
+                subnets_per_step=_OFA_SUBNETS_PER_STEP.value)
   ofa.train(x_train, y_train, _ofa_epochs(), _BATCH_SIZE.value, seed=_SEED.value,
             checkpoint_dir=out / "supernet")
   try:

@@ -97,7 +97,8 @@ class NasBinaryTest(absltest.TestCase):
     largest = kslim.profile(supernet.extract(supernet.largest())).total_macs
     budget = 0.6 * largest
     proc = _run(f"--dataset={self.data}", "--method=ofa", "--held_out=32", "--batch_size=32",
-                "--ofa_epochs=full=1,width=1", "--ofa_samples=3", "--final_epochs=0",
+                "--ofa_epochs=full=1,width=1", "--ofa_samples=3", "--ofa_subnets_per_step=3",
+                "--final_epochs=0",
                 "--constraint=macs", f"--budget={budget}", f"--output_dir={out}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     trials = [json.loads(l) for l in open(os.path.join(out, "trials.jsonl"))]
