@@ -152,6 +152,30 @@ def pact(x, alpha, num_bits=8, signed=False):
   return fake_quant(x, lower, alpha, num_bits, narrow_range=signed)
 
 
+def mse_clip(x, num_bits=8, signed=False, candidates=32):
+  """The clip level whose `pact` quantization of `x` is closest to `x` (least mean squared
+  error), searched over ``max|x| * k / candidates`` for ``k = 1 .. candidates``.
+
+  At low bit widths the best clip is well below max |x|: a few outliers stretch the grid and
+  every other value loses precision. PACT starts from this level.
+
+  Args:
+    x: a float tensor (a batch of activations).
+    num_bits: the grid's bit width, 2 to 8.
+    signed: as in `pact`.
+    candidates: how many levels are tried.
+
+  Returns:
+    A scalar tensor: the best level (max |x| itself when nothing beats it).
+  """
+  x = tf.stop_gradient(x)
+  levels = (tf.maximum(abs_max(x), _MIN_BOUND)
+            * tf.range(1, candidates + 1, dtype=x.dtype) / candidates)
+  errors = tf.map_fn(lambda level: tf.reduce_mean(tf.square(pact(x, level, num_bits, signed)
+                                                            - x)), levels)
+  return tf.gather(levels, tf.argmin(errors))
+
+
 def ema_update(variable, value, decay):
   """``variable <- decay * variable + (1 - decay) * value``; returns the assign op's value."""
   return variable.assign(decay * variable + (1.0 - decay) * tf.cast(value, variable.dtype))

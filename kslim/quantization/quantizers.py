@@ -296,8 +296,10 @@ class PACT(_ActivationQuantizer):
 
   ``y = quant(clip(x, 0, alpha))`` (``clip(x, -alpha, alpha)`` when `signed`), with
   ``dy/dalpha = 1`` for clipped inputs (see `quant_ops.pact`) and an L2 penalty
-  ``decay * alpha**2`` added to the model's losses, as in the paper. Alpha starts at the first
-  training batch's max |x|, so clipping begins where the pretrained activations end.
+  ``decay * alpha**2`` added to the model's losses, as in the paper. Alpha starts at the level
+  that quantizes the first training batch with the least squared error (`quant_ops.mse_clip`):
+  at 2-4 bits that is well below the batch's max |x|, and a short fine-tune with a small
+  learning rate moves alpha too little to get there on its own.
 
   Args:
     num_bits: 2 to 8.
@@ -325,9 +327,11 @@ class PACT(_ActivationQuantizer):
   def __call__(self, inputs, training, weights, **kwargs):
     alpha = weights["alpha"]
     if training:
-      start = tf.stop_gradient(tf.cast(quant_ops.abs_max(inputs), alpha.dtype))
-      fresh = weights["initialized"] < 0.5
-      with tf.control_dependencies([alpha.assign(tf.where(fresh, start, alpha))]):
+      start = tf.cond(weights["initialized"] < 0.5,
+                      lambda: tf.cast(quant_ops.mse_clip(inputs, self.num_bits, self.signed),
+                                      alpha.dtype),
+                      lambda: tf.identity(alpha))
+      with tf.control_dependencies([alpha.assign(start)]):
         weights["initialized"].assign(1.0)
         alpha = tf.identity(alpha)
     return quant_ops.pact(inputs, alpha, self.num_bits, signed=self.signed)

@@ -95,12 +95,15 @@ class ActivationQuantizerTest(parameterized.TestCase):
     with quant_ops.disabled():
       np.testing.assert_array_equal(quantizer(tf.constant(x), False, state), x)
 
-  def test_pact_starts_at_the_first_batch_max_and_gets_the_clipped_gradient(self):
+  def test_pact_starts_at_the_least_squared_error_clip_and_gets_the_clipped_gradient(self):
     quantizer = quantizers.PACT(4, decay=0.0)
     layer, state = _built(quantizer)
     x = tf.constant([0.5, 1.0, 3.0, -1.0])
     quantizer(x, True, state)
-    self.assertEqual(float(state["alpha"]), 3.0)
+    levels = 3.0 * np.arange(1, 33) / 32
+    errors = [np.mean((np_fake_quant(np.clip(x.numpy(), 0, c), 0.0, c, 4, False) - x) ** 2)
+              for c in levels]
+    self.assertAlmostEqual(float(state["alpha"]), levels[np.argmin(errors)], places=5)
     state["alpha"].assign(0.8)
     with tf.GradientTape() as tape:
       y = quantizer(x, True, state)
@@ -109,6 +112,15 @@ class ActivationQuantizerTest(parameterized.TestCase):
     self.assertAlmostEqual(float(tape.gradient(loss, state["alpha"])), 5.0, places=5)
     self.assertAlmostEqual(float(state["alpha"]), 0.8, places=6)  # initialized once only
     self.assertEqual(len(layer.losses), 0)
+
+  def test_low_bit_clip_search_cuts_the_long_tail(self):
+    x = np.random.default_rng(0).exponential(1.0, 10000).astype(np.float32)  # max ~9
+    at4, at8 = (float(quant_ops.mse_clip(tf.constant(x), bits)) for bits in (4, 8))
+    self.assertLess(at4, 0.75 * x.max())
+    self.assertLess(at4, at8)  # finer grids afford a wider range
+    error = lambda c: np.mean((np_fake_quant(np.clip(x, 0, c), 0.0, c, 4, False) - x) ** 2)
+    self.assertLess(error(at4), 0.8 * error(x.max()))
+    self.assertAlmostEqual(float(quant_ops.mse_clip(tf.constant([0.0, 1.0, 2.0]), 8)), 2.0)
 
   def test_pact_decay_adds_an_l2_loss_on_alpha(self):
     layer, state = _built(quantizers.PACT(8, decay=0.01))
