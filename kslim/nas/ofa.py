@@ -9,10 +9,10 @@ exactly what the smaller network computes. `OFASupernet.extract` builds that sma
 as a standalone tf_keras model with the sliced weights, ready for `kslim.convert`.
 
 `OFA` trains the supernet by progressive shrinking (full network, then elastic kernel, depth
-and width) with knowledge distillation from the full network; every shrinking step averages
-the gradients of the phase's smallest subnet and random ones (BigNAS's sandwich rule: the
-smallest subnets, which one random draw per step almost never reaches, train as often as
-the largest) (`kslim.distill.losses.soft_kl`), and `OFA.pick` finds the best subnet under a
+and width) with knowledge distillation from the full network (`kslim.distill.losses.soft_kl`).
+Every shrinking step averages the gradients of the phase's smallest subnet and random ones
+(BigNAS's sandwich rule: the smallest subnets, which one random draw per step almost never
+reaches, train at every step). `OFA.pick` finds the best subnet under a
 MACs, params or latency-table budget without retraining (batch-norm statistics recalibrated
 per subnet).
 
