@@ -19,6 +19,8 @@ per subnet).
 References:
   Cai et al., "Once-for-All: Train One Network and Specialize it for Efficient Deployment",
   https://arxiv.org/abs/1908.09791
+  Yu et al., "BigNAS: Scaling Up Neural Architecture Search with Big Single-Stage Models",
+  https://arxiv.org/abs/2003.11142
 """
 
 import itertools
