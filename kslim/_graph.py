@@ -172,7 +172,9 @@ class Graph:
       first = op.args[0] if op.args else op.inputs[0]
       with tf.name_scope(scope):  # the variable names a call would give (h5 needs them unique)
         layer.build(tf.nest.map_structure(lambda r: tf.TensorShape(r.shape), first))
-      layer.set_weights(weights)
+      # A layer that adds state of its own (a quantizer's stored ranges) loads the source
+      # layers' weights through `load_source_weights`.
+      getattr(layer, "load_source_weights", layer.set_weights)(weights)
 
 
 def _require_graph(model):

@@ -31,7 +31,8 @@ __all__ = ["ConfigError", "STRATEGIES", "load", "validate", "apply_override"]
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 CALIBRATIONS = ("minmax", "percentile", "kl", "mse")
 LOSSES = ("soft_label", "fitnet", "logits_l2")  # FSP needs layer pairs: Python API only
-QUANTIZERS = ("abs_max", "moving_average_abs_max", "channel_wise_abs_max", "pact")
+QUANTIZERS = ("abs_max", "moving_average_abs_max", "channel_wise_abs_max", "channel_wise_mse",
+              "pact")
 _REFERENCE_MODELS = ("reference_cnn", "plain_cnn", "mini_mobilenet_v2")
 
 

@@ -47,7 +47,8 @@ class QuantConfig:
   Args:
     weight_bits: bits for weights, 2 to 8.
     activation_bits: bits for activations, 2 to 8.
-    weight_quantizer: ``"channel_wise_abs_max"`` or ``"abs_max"``.
+    weight_quantizer: ``"channel_wise_abs_max"``, ``"channel_wise_mse"`` (per-channel ranges
+      with the least squared error: for 2-4 bits) or ``"abs_max"``.
     activation_quantizer: ``"moving_average_abs_max"``, ``"abs_max"`` or ``"pact"``.
     moving_average_decay: EMA decay of ``moving_average_abs_max`` and
       ``moving_average_min_max``.
@@ -120,13 +121,13 @@ class QuantConfig:
       layer: the Keras layer.
       depthwise: its kernel is a depthwise kernel.
       per_channel: whether TFLite can store per-channel ranges for it; if not,
-        ``channel_wise_abs_max`` falls back to ``abs_max``.
+        the channel-wise quantizers fall back to ``abs_max``.
     """
     settings = self.for_layer(layer.name, class_name_of(layer))
     name, kwargs = settings.weight_quantizer, {"num_bits": settings.weight_bits}
-    if name == "channel_wise_abs_max" and not per_channel:
+    if name.startswith("channel_wise") and not per_channel:
       name = "abs_max"
-    elif name == "channel_wise_abs_max":
+    elif name.startswith("channel_wise"):
       kwargs["depthwise"] = depthwise
     return quantizers_lib.get(name, quantizers_lib.Role.WEIGHTS, **kwargs)
 

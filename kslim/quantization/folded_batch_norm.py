@@ -89,6 +89,16 @@ class FoldedBatchNorm(keras.layers.Wrapper):
                             else self.quantizer.build(shape, self._kernel_attr, self))
     super().build(input_shape)
 
+  def load_source_weights(self, weights):
+    """Sets kernel, gamma, beta, moving mean and variance (the folded layers' weights, in
+    that order); the weight quantizer's own state keeps its initial value."""
+    state = {id(v) for v in tf.nest.flatten(self._quantizer_vars)}
+    targets = [v for v in self.weights if id(v) not in state]
+    if len(targets) != len(weights):
+      raise ValueError(f"{self.name}: {len(weights)} weights for {len(targets)} variables")
+    for variable, value in zip(targets, weights):
+      variable.assign(value)
+
   def call(self, inputs, training=None):
     if training is None:
       training = keras.backend.learning_phase()

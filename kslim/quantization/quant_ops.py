@@ -176,6 +176,31 @@ def mse_clip(x, num_bits=8, signed=False, candidates=32):
   return tf.gather(levels, tf.argmin(errors))
 
 
+def mse_bound(w, num_bits=8, candidates=32):
+  """Per-channel (last axis) symmetric bound with the least squared quantization error,
+  searched over ``max|w| * k / candidates`` for ``k = candidates/2 .. candidates``.
+
+  Args:
+    w: a kernel, output channels last.
+    num_bits: the grid's bit width, 2 to 8 (narrow symmetric grid, as TFLite's weights).
+    candidates: grid of fractions of each channel's max |w|; the upper half is searched.
+
+  Returns:
+    A vector: one bound per channel.
+  """
+  w = tf.stop_gradient(w)
+  top = tf.maximum(abs_max(w, per_channel=True), _MIN_BOUND)
+  fractions = tf.range(candidates // 2, candidates + 1, dtype=w.dtype) / candidates
+  bounds = fractions[:, None] * top[None, :]  # (fractions, channels)
+  levels = 2.0 ** (num_bits - 1) - 1.0
+  scale = tf.reshape(bounds / levels, [-1] + [1] * (w.shape.rank - 1) + [w.shape[-1]])
+  error = tf.square(tf.clip_by_value(tf.round(w[None] / scale), -levels, levels) * scale
+                    - w[None])
+  per_bound = tf.reduce_mean(error, axis=list(range(1, w.shape.rank)))
+  best = tf.argmin(per_bound, axis=0)  # per channel
+  return tf.gather(tf.transpose(bounds), best, batch_dims=1)
+
+
 def ema_update(variable, value, decay):
   """``variable <- decay * variable + (1 - decay) * value``; returns the assign op's value."""
   return variable.assign(decay * variable + (1.0 - decay) * tf.cast(value, variable.dtype))

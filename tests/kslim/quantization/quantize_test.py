@@ -212,6 +212,25 @@ class LowBitTest(absltest.TestCase):
       self.assertLessEqual(entry.max_steps, 3.01, entry)
 
 
+  def test_4_bit_mse_weights_export_their_clipped_ranges(self):
+    qat, x = _trained_qat(kslim.QuantConfig(weight_bits=4, weight_quantizer="channel_wise_mse"),
+                          epochs=1)
+    content = kslim.convert(qat, "int8", report=True, representative_data=x[:64])
+    self.assertNotIn("CONV_2D", content.report.float_ops)
+    # The int8 kernels sit on each channel's 4-bit grid (levels -7..7) and reach 7 only where
+    # the chosen range is the max: the file holds the clipped ranges, not abs max / 7.
+    interpreter = runner_lib.TFLiteRunner(content).interpreter
+    kernels = [d for d in interpreter.get_tensor_details()
+               if d["dtype"] == np.int8 and len(d["shape"]) == 4
+               and len(d["quantization_parameters"]["scales"]) > 1]
+    self.assertNotEmpty(kernels)
+    for detail in kernels:
+      values = interpreter.get_tensor(detail["index"]).astype(np.int32)
+      self.assertLessEqual(np.abs(values).max(), 7, detail["name"])
+    for entry in content.report.parity:
+      self.assertLessEqual(entry.max_steps, 3.01, entry)
+
+
 class ConvertErrorsTest(absltest.TestCase):
 
   def test_untrained_and_wrong_mode(self):

@@ -122,6 +122,28 @@ class ActivationQuantizerTest(parameterized.TestCase):
     self.assertLess(error(at4), 0.8 * error(x.max()))
     self.assertAlmostEqual(float(quant_ops.mse_clip(tf.constant([0.0, 1.0, 2.0]), 8)), 2.0)
 
+  def test_mse_weight_ranges_beat_abs_max_at_4_bits(self):
+    rng = np.random.default_rng(1)
+    kernel = rng.standard_t(3, (3, 3, 8, 6)).astype(np.float32)  # heavy-tailed filters
+    bound = quant_ops.mse_bound(tf.constant(kernel), 4).numpy()
+    flat = kernel.reshape(-1, 6)
+    for c in range(6):  # each channel: the best of the searched fractions, by brute force
+      top = np.abs(flat[:, c]).max()
+      candidates = top * np.arange(16, 33) / 32
+      errors = [np.mean((np.clip(np.round(flat[:, c] / (b / 7)), -7, 7) * (b / 7)
+                         - flat[:, c]) ** 2) for b in candidates]
+      self.assertAlmostEqual(bound[c], candidates[np.argmin(errors)], places=5)
+    mse, plain = quantizers.ChannelWiseMSE(4), quantizers.ChannelWiseAbsMax(4)
+    _, state = _built(mse, kernel.shape)
+    x = tf.constant(kernel)
+    error = lambda q, training: float(tf.reduce_mean(tf.square(q(x, training, state) - x)))
+    before = error(mse, False)  # never trained: the abs max, as ChannelWiseAbsMax
+    self.assertAlmostEqual(before, error(plain, False), places=7)
+    self.assertLess(error(mse, True), 0.9 * error(plain, True))
+    np.testing.assert_allclose(state["bound"].numpy(), bound, rtol=1e-6)  # stored for export
+    self.assertAlmostEqual(error(mse, False), error(mse, True), places=7)
+    self.assertEqual(quantizers.get("channel_wise_mse", "weights", num_bits=4), mse)
+
   def test_pact_decay_adds_an_l2_loss_on_alpha(self):
     layer, state = _built(quantizers.PACT(8, decay=0.01))
     state["alpha"].assign(2.0)
