@@ -32,6 +32,10 @@ _WEIGHT_QUANTIZER = flags.DEFINE_enum("weight_quantizer", "channel_wise_abs_max"
 _ACTIVATION_QUANTIZER = flags.DEFINE_enum("activation_quantizer", "moving_average_abs_max",
                                           quantizers.names("activations"),
                                           "Activation quantizer.")
+_EDGE_BITS = flags.DEFINE_integer("edge_bits", None, "Bits of the first and last weighted "
+                                   "layers and of the input/output ranges (low-bit recipes keep "
+                                   "them at 8); default: the bits above.", lower_bound=2,
+                                   upper_bound=8)
 _IO_DTYPE = flags.DEFINE_enum("io_dtype", "int8", ["int8", "float32"], "TFLite input/output "
                               "dtype.")
 _OUTPUT_TFLITE = flags.DEFINE_string("output_tflite", None, "Where to write the int8 .tflite.",
@@ -60,7 +64,8 @@ def main(argv):
   float_kb = len(convert(model, "float32")) / 1024
   config = QuantConfig(weight_bits=_WEIGHT_BITS.value, activation_bits=_ACTIVATION_BITS.value,
                        weight_quantizer=_WEIGHT_QUANTIZER.value,
-                       activation_quantizer=_ACTIVATION_QUANTIZER.value)
+                       activation_quantizer=_ACTIVATION_QUANTIZER.value,
+                       edge_bits=_EDGE_BITS.value)
   qat = quantize(model, config)
   schedule = finetune_schedule(_LEARNING_RATE.value, _EPOCHS.value, len(x_train),
                                _BATCH_SIZE.value)

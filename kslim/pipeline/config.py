@@ -97,6 +97,7 @@ STRATEGIES = {
         "activation_bits": _Field("int", 8, low=2, high=8),
         "weight_quantizer": _Field("str", "channel_wise_abs_max", choices=QUANTIZERS),
         "activation_quantizer": _Field("str", "moving_average_abs_max", choices=QUANTIZERS),
+        "edge_bits": _Field("int", None, low=2, high=8),
     },
     "ptq": {
         "mode": _Field("str", "int8", choices=MODES),

@@ -183,7 +183,8 @@ class _Job:
   def quantize(self, spec, stage_dir):
     config = QuantConfig(weight_bits=spec["weight_bits"], activation_bits=spec["activation_bits"],
                          weight_quantizer=spec["weight_quantizer"],
-                         activation_quantizer=spec["activation_quantizer"])
+                         activation_quantizer=spec["activation_quantizer"],
+                         edge_bits=spec["edge_bits"])
     self.model = quantize(self.model, config)
     if spec["epochs"]:
       self.fit(self.model, spec["epochs"], spec["learning_rate"], stage_dir)

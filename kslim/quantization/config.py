@@ -53,6 +53,11 @@ class QuantConfig:
     moving_average_decay: EMA decay of ``moving_average_abs_max`` and
       ``moving_average_min_max``.
     pact_decay: L2 coefficient on PACT's alpha.
+    edge_bits: if set, the bits of the model's edges: the weights of the first weighted layers
+      (those the inputs reach first) and of the last ones (those that reach the outputs), the
+      input ranges and the output ranges. Low-bit papers (PACT, DoReFa, LSQ) keep these at 8:
+      the first layer has few weights per filter and the input image is 8-bit already, and
+      4-bit logits tie. A name in `overrides` still wins over it for the fields it sets.
     overrides: layer name or layer class name -> `LayerOverride` (or a dict of its fields).
       A name match wins over a class-name match.
     skip: layer names or class names whose weights stay float.
@@ -71,6 +76,7 @@ class QuantConfig:
   activation_quantizer: str = "moving_average_abs_max"
   moving_average_decay: float = 0.9
   pact_decay: float = 1e-4
+  edge_bits: int = None
   overrides: dict = dataclasses.field(default_factory=dict)
   skip: tuple = ()
   unsupported: str = "float"
@@ -78,6 +84,11 @@ class QuantConfig:
 
   def __post_init__(self):
     _validate(self, allow_none=False)
+    if self.edge_bits is not None:
+      try:
+        quant_ops.check_num_bits(self.edge_bits)
+      except ValueError as error:
+        raise ValueError(f"QuantConfig.edge_bits: {error}") from None
     overrides = {}
     for key, value in dict(self.overrides).items():
       if not isinstance(key, str):
@@ -95,6 +106,32 @@ class QuantConfig:
     if not 0.0 <= self.moving_average_decay < 1.0:
       raise ValueError(f"QuantConfig.moving_average_decay must be in [0, 1), got "
                        f"{self.moving_average_decay!r}")
+
+  def with_edges(self, first, last, tensors):
+    """This config with `edge_bits` applied to the named layers and tensors.
+
+    Args:
+      first: names of the first weighted layers (their weight bits become `edge_bits`).
+      last: names of the last weighted layers (likewise).
+      tensors: names that the input and output ranges go by (their activation bits).
+
+    Returns:
+      A `QuantConfig` whose name overrides carry the edges; a field the user's override for the
+      same name sets is kept. `self` when `edge_bits` is None.
+    """
+    if self.edge_bits is None:
+      return self
+    edges = {}
+    for names, field in ((first, "weight_bits"), (last, "weight_bits"),
+                         (tensors, "activation_bits")):
+      for name in names:
+        edges.setdefault(name, {})[field] = self.edge_bits
+    overrides = dict(self.overrides)
+    for name, fields in edges.items():
+      user = overrides.get(name, LayerOverride())
+      fields.update({f: v for f, v in dataclasses.asdict(user).items() if v is not None})
+      overrides[name] = LayerOverride(**fields)
+    return dataclasses.replace(self, overrides=overrides)
 
   def is_skipped(self, layer):
     """Whether `layer` (a Keras layer) is listed in `skip` by name or class name."""

@@ -74,6 +74,7 @@ def quantize(model, config=None):
   train_batch_norm = config.batch_norm == BatchNorm.TRAIN.value
   folding.canonicalize(graph, lambda layer: train_batch_norm and not config.is_skipped(layer))
   rules = _rules(graph, config)
+  config = config.with_edges(*_edges(graph, rules))
   _insert_activation_quantizers(graph, rules, config)
   for op in graph.ops:
     rule = rules.get(op)
@@ -153,6 +154,48 @@ def _rules(graph, config):
   return rules
 
 
+def _links(graph):
+  """Tensor id -> the ops consuming it, and tensor id -> the op producing it."""
+  consumers, producers = {}, {}
+  for op in graph.ops:
+    producers.update((ref.id, op) for ref in op.output_refs)
+    for ref in op.inputs:
+      consumers.setdefault(ref.id, []).append(op)
+  return consumers, producers
+
+
+def _edges(graph, rules):
+  """Names of the first and last weighted layers and of the input and output tensors' ranges.
+
+  A first layer is a weighted op that a model input reaches through unweighted ops only; a
+  last layer reaches a model output that way. Output ranges are named by the op producing them.
+  """
+  consumers, producers = _links(graph)
+
+  def reach(refs, ops_of, refs_of):
+    """Weighted ops reached from `refs` through unweighted ones, walking one way."""
+    found, seen, frontier = [], set(), list(refs)
+    while frontier:
+      for op in ops_of(frontier.pop()):
+        if op in seen:
+          continue
+        seen.add(op)
+        if rules[op] is not None and rules[op].kind is _Kind.WEIGHTED:
+          found.append(op.layer.name)
+        else:
+          frontier += refs_of(op)
+    return found
+
+  outputs = graph.output_refs()
+  tensors = [spec.name for spec in graph.inputs]
+  tensors += [producers[ref.id].layer.name for ref in outputs if ref.id in producers]
+  first = reach([spec.ref for spec in graph.inputs], lambda ref: consumers.get(ref.id, []),
+                lambda op: op.output_refs)
+  last = reach(outputs, lambda ref: [producers[ref.id]] if ref.id in producers else [],
+               lambda op: op.inputs)
+  return first, last, tensors
+
+
 class _Groups:
   """Union-find over tensors that must share one range."""
 
@@ -180,11 +223,8 @@ def _is_float(ref):
 def _insert_activation_quantizers(graph, rules, config):
   """Adds an `ActivationQuantize` op after every tensor the int8 model stores."""
   groups = _Groups()
-  consumers, producers = {}, {}
+  consumers, producers = _links(graph)
   for op in graph.ops:
-    producers.update((ref.id, op) for ref in op.output_refs)
-    for ref in op.inputs:
-      consumers.setdefault(ref.id, []).append(op)
     rule = rules[op]
     if rule is not None and rule.kind in _MONOTONE:
       groups.union([r for r in op.inputs + op.output_refs if _is_float(r)])

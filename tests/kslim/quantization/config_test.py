@@ -39,6 +39,21 @@ class QuantConfigTest(absltest.TestCase):
     self.assertEqual(config.weight_quantizer_for(head),
                      quantizers.ChannelWiseAbsMax(2, depthwise=False))
 
+  def test_edge_bits_fill_in_what_a_name_override_leaves(self):
+    config = QuantConfig(weight_bits=4, activation_bits=4, edge_bits=8,
+                         overrides={"stem": {"weight_bits": 6}})
+    edged = config.with_edges(first=["stem"], last=["head"], tensors=["image", "head"])
+    self.assertEqual(edged.for_layer("stem", "Conv2D").weight_bits, 6)  # the user's choice
+    self.assertEqual(edged.for_layer("stem", "Conv2D").activation_bits, 4)
+    self.assertEqual(edged.for_layer("head", "Dense").weight_bits, 8)
+    self.assertEqual(edged.for_layer("head", "Dense").activation_bits, 8)
+    self.assertEqual(edged.for_layer("image", "InputLayer").activation_bits, 8)
+    self.assertEqual(edged.for_layer("middle", "Conv2D").weight_bits, 4)
+    plain = QuantConfig(weight_bits=4)
+    self.assertIs(plain.with_edges(["stem"], ["head"], ["image"]), plain)
+    with self.assertRaisesRegex(ValueError, "QuantConfig.edge_bits: num_bits"):
+      QuantConfig(edge_bits=9)
+
   def test_quantizer_choice_per_tensor(self):
     config = QuantConfig(activation_quantizer="pact", pact_decay=0.01)
     self.assertEqual(config.activation_quantizer_for("relu", "ReLU", signed=False),

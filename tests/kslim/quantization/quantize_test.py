@@ -131,6 +131,20 @@ class StructureTest(absltest.TestCase):
     self.assertIn("dw", names)
     self.assertIn("quant_pw", names)
 
+  def test_edge_bits_keep_the_first_and_last_layers_and_the_io_ranges_at_8_bits(self):
+    qat = kslim.quantize(_small_model(), kslim.QuantConfig(
+        weight_bits=4, activation_bits=4, activation_quantizer="pact", edge_bits=8))
+    quantizers = kslim.quantization.quantizers
+    self.assertEqual(qat.get_layer("conv").quantizer, quantizers.ChannelWiseAbsMax(8))
+    self.assertEqual(qat.get_layer("quant_logits").quantize_config.quantizer,
+                     quantizers.AbsMax(8))
+    for name in ("quant_dw", "quant_pw", "quant_proj"):  # the middle stays at 4 bits
+      self.assertEqual(qat.get_layer(name).quantize_config.quantizer.num_bits, 4)
+    bits = {layer.name: layer.quantizer.num_bits
+            for layer in kslim.quantization.activation_quantizers(qat)}
+    self.assertEqual(bits, {"image_quant": 8, "relu_quant": 4, "dw_quant": 4, "proj_quant": 4,
+                            "add_quant": 4, "logits_quant": 8})
+
   def test_subclassed_model_is_refused(self):
     class Net(keras.Model):
       def call(self, x):
