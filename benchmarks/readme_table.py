@@ -15,6 +15,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MEASUREMENTS = "tflite_benchmark.json"
+_UNRECORDED = "the first benchmark machine (x86_64; its CPU was not recorded)"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -36,20 +37,25 @@ def render(results_dir=RESULTS):
   measured = _measurements(results_dir)
   threads = sorted({t for by_threads in measured.values() for t in by_threads})
   lines = [f"Size and latency: `tflite_tools.benchmark` (`benchmarks/results/{MEASUREMENTS}`), "
-           "median of 200 runs (best of 3 fresh processes), batch 1, XNNPACK, all files in "
-           "one run on the benchmark machine.", ""]
+           "median of 200 runs (best of 3 fresh processes), batch 1, XNNPACK, every file of a "
+           "table measured in one run; each table names its CPU (latencies, int8 ones above "
+           "all, compare only within a table).", ""]
   for path in sorted(results_dir.glob("*.json")):
     data = json.loads(path.read_text())
     if not all("tflite_accuracy" in r and "tflite_file" in r for r in data["results"]):
       continue  # a check without accuracy rows (prune_applications.json, latency tables)
-    lines += [f"**{data['benchmark']}** (`benchmarks/results/{path.name}`; {data['recipe']})", "",
-              "| Model | TFLite accuracy | Params | MACs | TFLite KB | " +
-              " | ".join(f"ms @{t} thread{'s' if t > 1 else ''}" for t in threads) + " |",
-              "|---|---:|---:|---:|---:|" + "---:|" * len(threads)]
     for r in data["results"]:
       if r["tflite_file"] not in measured:
         raise KeyError(f"{r['tflite_file']} (of {path.name}) is not in {MEASUREMENTS}: run "
                        "benchmarks/tflite_benchmark.py")
+    cpus = sorted({record.get("cpu") or _UNRECORDED for r in data["results"]
+                   for record in measured[r["tflite_file"]].values()})
+    lines += [f"**{data['benchmark']}** (`benchmarks/results/{path.name}`; {data['recipe']}; "
+              f"measured on {' and '.join(cpus)})", "",
+              "| Model | TFLite accuracy | Params | MACs | TFLite KB | " +
+              " | ".join(f"ms @{t} thread{'s' if t > 1 else ''}" for t in threads) + " |",
+              "|---|---:|---:|---:|---:|" + "---:|" * len(threads)]
+    for r in data["results"]:
       by_threads = measured[r["tflite_file"]]
       latency = " | ".join(f"{by_threads[t]['median_ms']:.3f}" for t in threads)
       size_kb = by_threads[threads[0]]["size_bytes"] / 1024

@@ -29,7 +29,8 @@ class BenchmarkResult:
   """One model at one thread count and XNNPACK setting on one target; times in milliseconds.
 
   `median_ms`/`p90_ms` are None where the target's tool does not report them (adb);
-  `peak_memory_mb` is how far peak RSS rose while the model was loaded and run.
+  `peak_memory_mb` is how far peak RSS rose while the model was loaded and run; `cpu` names
+  the target's CPU and its int8 dot-product features ("" where the target does not say).
   """
   model: str
   path: str
@@ -47,6 +48,7 @@ class BenchmarkResult:
   runs: int
   peak_memory_mb: float
   real_timings: bool = True
+  cpu: str = ""
 
   def to_dict(self):
     return dataclasses.asdict(self)
@@ -101,7 +103,7 @@ def benchmark(models, threads=(1,), xnnpack=(True,), warmup=20, runs=100, inputs
         reply = target.run(request)
         results += [BenchmarkResult(path=path, size_bytes=pathlib.Path(path).stat().st_size,
                                     target=target.name, machine=reply["machine"],
-                                    real_timings=target.real_timings, **row)
+                                    cpu=reply.get("cpu", ""), real_timings=target.real_timings, **row)
                     for row in reply["results"]]
   return results
 
@@ -118,7 +120,7 @@ def measure_latency(model, threads=1, warmup=20, runs=100, use_xnnpack=True, see
   return BenchmarkResult(model=pathlib.Path(model).name if is_path else "<bytes>",
                          path=str(model) if is_path else "<bytes>", size_bytes=len(content),
                          target="local", machine=platform.machine(), threads=threads,
-                         xnnpack=use_xnnpack, **stats)
+                         xnnpack=use_xnnpack, cpu=harness.cpu_name(), **stats)
 
 
 def float_examples(model, count, seed=1):
@@ -189,6 +191,9 @@ def format_table(results, agreement_rows=()):
   widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
   lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
   lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+  cpus = sorted({r.cpu for r in results if r.cpu})
+  if cpus:
+    lines.append(f"cpu: {'; '.join(cpus)}")
   if any(not r.real_timings for r in results):
     lines.append("NOTE: timings under emulation are not ARM latency; use them for "
                  "correctness only.")

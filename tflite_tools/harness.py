@@ -16,6 +16,7 @@ gets a result row with its ``error`` instead of failing the request.
 import base64
 import io
 import json
+import pathlib
 import platform
 import sys
 import time
@@ -218,8 +219,29 @@ def serve(request):
         results.append(row)
     if examples is not None:
       outputs[model["name"]] = [encode_array(y) for y in predict(content, examples, threads=1)]
-  return {"machine": platform.machine(), "python": platform.python_version(),
+  return {"machine": platform.machine(), "cpu": cpu_name(), "python": platform.python_version(),
           "litert": _litert_version(), "results": results, "outputs": outputs}
+
+
+# CPU features that decide how fast int8 kernels run (dot-product and matrix instructions):
+# on an x86 CPU without VNNI, XNNPACK's int8 convolutions can be slower than float32 ones.
+_INT8_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve2")
+
+
+def cpu_name(cpuinfo="/proc/cpuinfo"):
+  """The CPU's model name and its int8 dot-product features, e.g. ``"Intel(R) Xeon(R)
+  Processor (avx512_vnni, avx_vnni, amx_int8)"``; the architecture where /proc/cpuinfo is
+  unreadable. Latencies, int8 ones above all, only compare on equal CPUs."""
+  try:
+    text = pathlib.Path(cpuinfo).read_text()
+  except OSError:
+    return platform.machine()
+  fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+  fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+  name = fields.get("model name") or fields.get("hardware") or platform.machine()
+  flags = set((fields.get("flags") or fields.get("features") or "").split())
+  features = [f for f in _INT8_FEATURES if f in flags]
+  return f"{name} ({', '.join(features)})" if features else f"{name} (no int8 dot product)"
 
 
 def _litert_version():

@@ -43,7 +43,8 @@ class BenchmarkTest(absltest.TestCase):
     results = benchmark_lib.benchmark([_FLOAT, _INT8], threads=(1,), warmup=2, runs=10)
     table = benchmark_lib.format_table(results)
     lines = table.splitlines()
-    self.assertEqual(len(lines), 3)
+    self.assertEqual(len(lines), 4)
+    self.assertEqual(lines[3], f"cpu: {results[0].cpu}")
     want_latency = results[1].median_ms / results[0].median_ms
     want_size = results[1].size_bytes / results[0].size_bytes
     self.assertEqual(lines[2].split()[-2:], [f"{want_latency:.2f}", f"{want_size:.2f}"])
@@ -82,6 +83,21 @@ class BenchmarkTest(absltest.TestCase):
     self.assertEqual((stats.runs, stats.model, stats.size_bytes),
                      (15, "int8.tflite", os.path.getsize(_INT8)))
     self.assertTrue(0 < stats.min_ms <= stats.median_ms <= stats.p90_ms)
+
+  def test_cpu_names_the_int8_dot_product_features(self):
+    x86 = self.create_tempfile(content=(
+        "processor\t: 0\nmodel name\t: Xeon X\nflags\t\t: fpu avx2 avx512_vnni\n\n"
+        "processor\t: 1\nmodel name\t: Xeon X\nflags\t\t: fpu avx2 avx512_vnni\n"))
+    arm = self.create_tempfile(content="processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
+    old = self.create_tempfile(content="model name\t: Core 2\nflags\t\t: fpu sse4_1\n")
+    self.assertEqual(harness.cpu_name(x86.full_path), "Xeon X (avx512_vnni)")
+    self.assertEqual(harness.cpu_name(arm.full_path).split(" (")[1], "asimddp, i8mm)")
+    self.assertEqual(harness.cpu_name(old.full_path), "Core 2 (no int8 dot product)")
+    self.assertEqual(harness.cpu_name(self.create_tempdir().full_path + "/none"),
+                     harness.platform.machine())
+    (result,) = benchmark_lib.benchmark([_FLOAT], threads=(1,), warmup=1, runs=3)
+    self.assertEqual(result.cpu, harness.cpu_name())
+    self.assertIn(f"cpu: {result.cpu}", benchmark_lib.format_table([result]))
 
   def test_random_inputs_follow_the_signature(self):
     interpreter = harness.make_interpreter(open(_INT8, "rb").read())
