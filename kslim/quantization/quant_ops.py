@@ -31,6 +31,7 @@ __all__ = ["MIN_BITS", "MAX_BITS", "check_num_bits", "fake_quant", "abs_max",
 MIN_BITS, MAX_BITS = 2, 8
 # Keeps a range away from zero width: an all-zero tensor would otherwise make scale 0.
 _MIN_BOUND = 1e-8
+_CLIPS = ("both", "upper", "none")
 
 
 _state = threading.local()
@@ -50,14 +51,19 @@ def _setting(name):
 def int8_container():
   """Within this context, grids below 8 bits are emitted as 8-bit grids TFLite can run.
 
-  TFLite's kernels take int8 tensors only. A b-bit grid over [min, max] (step
-  ``s = (max - min) / levels``) is exactly a subset of the 8-bit grid with the same step, so
-  `fake_quant` quantizes `x` on the 8-bit grid of step s (``[-127 s, 127 s]`` for symmetric
-  narrow ranges, ``[min, min + 255 s]`` otherwise; kslim's ranges start at 0 then), clips it
-  to [min, max] (the b-bit range) and quantizes again on the same grid. The first fake-quant
-  keeps the op before it quantized; the second quantizes the clip's output, so the clip runs
-  as int8 MINIMUM/MAXIMUM instead of leaving a float island. The converted file stores every
-  tensor as int8 values restricted to the b-bit levels. kslim.convert enters this context.
+  TFLite's kernels take int8 tensors only. A b-bit grid of step
+  ``s = (max - min) / levels`` is exactly a subset of an 8-bit grid with the same step, so
+  `fake_quant` quantizes on such an 8-bit grid instead:
+  - weights (``clip="none"``: they never leave their range) on ``[-127 s, 127 s]``, so the
+    file stores them as symmetric int8 values restricted to the b-bit levels;
+  - activations on the 8-bit grid whose top level is the b-bit range's top,
+    ``[max - 255 s, max]``: int8 saturation at 127 is then the upper clip, and the op before
+    (conv, add, ...) writes b-bit values directly with no extra op. Where the tensor can also
+    fall below the range (``clip="both"``: signed tensors, free ranges), a clip at `min`
+    (one int8 MAXIMUM) follows, quantized again on the same grid. Non-negative tensors with
+    ranges [0, max] (``clip="upper"``, e.g. after a ReLU) need nothing more.
+  The converted file stores every tensor as int8 values restricted to the b-bit levels.
+  kslim.convert enters this context.
   """
   return _setting("container")
 
@@ -79,7 +85,7 @@ def check_num_bits(num_bits):
 
 
 def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_channel=False,
-               clip=True):
+               clip="both"):
   """Quantizes `x` to a `num_bits` uniform grid over [min, max] and back to float.
 
   Args:
@@ -89,8 +95,9 @@ def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_chan
     num_bits: 2 to 8.
     narrow_range: use ``2**bits - 1`` levels (drops the lowest), as TFLite's int8 weights do.
     per_channel: `min_value`/`max_value` hold one range per slice along the last axis.
-    clip: in an `int8_container`, clip to the b-bit range after quantizing; False where `x`
-      cannot exceed the range (weights quantized over their own abs max).
+    clip: which sides of [min, max] `x` can cross, for the 8-bit grid of an
+      `int8_container`: "both", "upper" (`x` is never below `min_value`, e.g. a ReLU output
+      on [0, max]) or "none" (weights quantized over their own abs max).
 
   Returns:
     A tensor like `x`, on the nudged grid described in the module docstring.
@@ -100,16 +107,19 @@ def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_chan
     return tf.identity(x)
   op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if per_channel
         else tf.quantization.fake_quant_with_min_max_vars)
+  if clip not in _CLIPS:
+    raise ValueError(f"clip must be one of {_CLIPS}, got {clip!r}")
   if num_bits < MAX_BITS and getattr(_state, "container", False):
-    # Quantize, clip, quantize: both the op before and the clip are followed by a fake-quant.
     step = (max_value - min_value) / (2 ** num_bits - 1 - int(narrow_range))
-    low, high = ((-127.0 * step, 127.0 * step) if narrow_range
-                 else (min_value, min_value + 255.0 * step))
-    y = op(x, low, high, num_bits=MAX_BITS, narrow_range=narrow_range)
-    if not clip:
+    if clip == "none":
+      low, high = ((-127.0 * step, 127.0 * step) if narrow_range
+                   else (min_value, min_value + 255.0 * step))
+      return op(x, low, high, num_bits=MAX_BITS, narrow_range=narrow_range)
+    low, high = max_value - 255.0 * step, max_value
+    y = op(x, low, high, num_bits=MAX_BITS)
+    if clip == "upper":
       return y
-    return op(tf.clip_by_value(y, min_value, max_value), low, high, num_bits=MAX_BITS,
-              narrow_range=narrow_range)
+    return op(tf.maximum(y, min_value), low, high, num_bits=MAX_BITS)
   return op(x, min_value, max_value, num_bits=num_bits, narrow_range=narrow_range)
 
 
@@ -119,7 +129,7 @@ def abs_max(x, per_channel=False):
   return tf.reduce_max(tf.abs(x), axis=axes)
 
 
-def symmetric_fake_quant(x, bound, num_bits=8, per_channel=False, clip=True):
+def symmetric_fake_quant(x, bound, num_bits=8, per_channel=False, clip="both"):
   """Fake-quantizes `x` on the symmetric narrow grid over [-bound, bound].
 
   The bound is a statistic of the data (abs max, a moving average of it), not a learned
@@ -149,7 +159,8 @@ def pact(x, alpha, num_bits=8, signed=False):
   """
   alpha = tf.maximum(alpha, _MIN_BOUND)
   lower = -alpha if signed else tf.zeros_like(alpha)
-  return fake_quant(x, lower, alpha, num_bits, narrow_range=signed)
+  return fake_quant(x, lower, alpha, num_bits, narrow_range=signed,
+                    clip="both" if signed else "upper")
 
 
 def mse_clip(x, num_bits=8, signed=False, candidates=32):

@@ -93,7 +93,7 @@ class AbsMax(Quantizer):
   def __call__(self, inputs, training, weights, **kwargs):
     del training, weights, kwargs
     return quant_ops.symmetric_fake_quant(inputs, quant_ops.abs_max(inputs), self.num_bits,
-                                         clip=False)
+                                         clip="none")
 
 
 @_register
@@ -124,7 +124,7 @@ class ChannelWiseAbsMax(Quantizer):
     if self.clips:  # clip in float first: the fake-quant then sees only in-range weights
       flat = tf.clip_by_value(flat, -bound, bound)
     quantized = quant_ops.symmetric_fake_quant(flat, bound, self.num_bits, per_channel=True,
-                                               clip=False)
+                                               clip="none")
     return tf.reshape(quantized, shape) if self.depthwise else quantized
 
   def bound(self, flat, training, weights):
@@ -185,7 +185,7 @@ class _ActivationQuantizer(Quantizer):
     if self.signed:
       return quant_ops.symmetric_fake_quant(x, bound, self.num_bits)
     bound = tf.maximum(tf.stop_gradient(bound), 1e-8)
-    return quant_ops.fake_quant(x, tf.zeros_like(bound), bound, self.num_bits)
+    return quant_ops.fake_quant(x, tf.zeros_like(bound), bound, self.num_bits, clip="upper")
 
   def range(self, weights):
     """The (min, max) this quantizer uses at inference, from its state."""

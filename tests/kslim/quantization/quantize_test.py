@@ -217,6 +217,14 @@ class LowBitTest(absltest.TestCase):
                                             activation_quantizer="pact"), epochs=2)
     content = kslim.convert(qat, "int8", report=True, representative_data=x[:64])
     self.assertNotIn("CONV_2D", content.report.float_ops)
+    # Unsigned 4-bit tensors saturate at the int8 top (no op); each signed one gets one
+    # MAXIMUM for its lower clip.
+    int8_ops = content.report.ops_by_dtype["int8"]
+    signed = [layer.name for layer in kslim.quantization.activation_quantizers(qat)
+              if layer.quantizer.signed and layer.quantizer.num_bits < 8]
+    self.assertNotIn("MINIMUM", int8_ops)
+    self.assertNotIn("RELU", int8_ops)
+    self.assertEqual(int8_ops.get("MAXIMUM", 0), len(signed), signed)
     runner = runner_lib.TFLiteRunner(content, preserve_all_tensors=True)
     runner.predict(x[:64], batch_size=64)
     relu = qat.get_layer("relu_quant")

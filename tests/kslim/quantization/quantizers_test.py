@@ -159,11 +159,23 @@ class ContainerTest(absltest.TestCase):
 
   def test_sub_8_bit_grid_in_an_int8_container_keeps_the_values(self):
     x = tf.constant(_RNG.normal(0, 2, (256,)).astype(np.float32))
-    for narrow, low in ((True, -2.0), (False, 0.0)):
-      reference = quant_ops.fake_quant(x, low, 2.0, 4, narrow).numpy()
+    # (narrow, low, clip, input): "upper" takes non-negative inputs, "none" in-range ones.
+    for narrow, low, clip, inputs in ((True, -2.0, "both", x), (False, 0.0, "both", x),
+                                      (False, -0.5, "both", x), (False, 0.0, "upper", abs(x)),
+                                      (True, -2.0, "none", tf.clip_by_value(x, -2.0, 2.0))):
+      reference = quant_ops.fake_quant(inputs, low, 2.0, 4, narrow).numpy()
       with quant_ops.int8_container():
-        contained = quant_ops.fake_quant(x, low, 2.0, 4, narrow).numpy()
-      np.testing.assert_allclose(contained, reference, atol=1e-6)
+        contained = quant_ops.fake_quant(inputs, low, 2.0, 4, narrow, clip=clip).numpy()
+      np.testing.assert_allclose(contained, reference, atol=1e-6, err_msg=f"{low} {clip}")
+
+  def test_activations_sit_at_the_top_of_the_8_bit_grid(self):
+    # int8 saturation is the upper clip: the 8-bit grid's top level is the 4-bit top.
+    x = tf.constant([-100.0, 0.0, 1.9, 100.0])
+    with quant_ops.int8_container():
+      y = quant_ops.fake_quant(x, 0.0, 1.5, 4, clip="upper").numpy()
+    np.testing.assert_allclose(y, [-24.0, 0.0, 1.5, 1.5], atol=1e-6)  # step 0.1: 240 below 0
+    with self.assertRaisesRegex(ValueError, "clip must be one of"):
+      quant_ops.fake_quant(x, 0.0, 1.5, 4, clip=True)
 
 
 class SerializationTest(parameterized.TestCase):
