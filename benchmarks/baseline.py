@@ -32,21 +32,13 @@ def main(argv):
     settings = pipeline.Settings(model=name, threads=tuple(int(t) for t in _THREADS.value),
                                  latency_runs=200)
     ctx = pipeline.run_stages(["baseline", "export_float32", "evaluate"], settings,
-                       pathlib.Path(_WORKDIR.value) / name)
+                                 pathlib.Path(_WORKDIR.value) / name)
     rows.extend(ctx.results)
   print(pipeline.format_table(rows))
-  out = pathlib.Path(_OUTPUT.value)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({
-      "benchmark": "baseline",
-      "machine": {"processor": platform.processor() or platform.machine(),
-                  "python": platform.python_version()},
-      "recipe": "5 epochs, Adam 2e-3, batch 128; full 10,000-image test set; median latency "
+  write_results(_OUTPUT.value, "baseline",
+                "5 epochs, Adam 2e-3, batch 128; full 10,000-image test set; median latency "
                 "of 200 single-image runs after warm-up (XNNPACK on)",
-      "results": [r.to_dict() for r in rows],
-  }, indent=2) + "\n")
-  print(f"wrote {out}")
-
+                [r.to_dict() for r in rows])
 
 if __name__ == "__main__":
   app.run(main)
