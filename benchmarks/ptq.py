@@ -2,13 +2,16 @@
 
 For each model (its 5-epoch float baseline, cached by the pipeline): float32, float16,
 dynamic-range, int16x8 (TFLite's min/max calibration) and int8 with TFLite's ``minmax`` and
-kslim's ``percentile``, ``kl`` and ``mse`` calibrators, with and without bias correction.
+kslim's ``percentile``, ``kl`` and ``mse`` calibrators, with and without bias correction, and
+min/max ranges through kslim's path (percentile 100), which tells the converter path's
+effect from the ranges'. ``standardized_cnn`` is the heavy-tailed model: a per-pixel
+Normalization layer in front of the reference CNN (see `kslim.models.standardized_cnn`).
 Calibration uses the first --num_samples training images. Accuracy is measured from each
 TFLite file on the full 10,000-image test set; size; latency at 1 thread (median) as a ratio to
 the float32 file measured in the same run. Prints a table and the issue's targets, and writes
 benchmarks/results/ptq.json.
 
-Usage: .venv/bin/python benchmarks/ptq.py [--models=reference_cnn,plain_cnn] [--num_samples=512]
+Usage: .venv/bin/python benchmarks/ptq.py [--models=reference_cnn,standardized_cnn] [--num_samples=512]
 """
 
 import pathlib
@@ -29,7 +32,8 @@ from tflite_tools.runner import TFLiteRunner
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Cache and TFLite files.")
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/results/ptq.json", "JSON results.")
-_MODELS = flags.DEFINE_list("models", ["reference_cnn", "mini_mobilenet_v2", "plain_cnn"],
+_MODELS = flags.DEFINE_list("models", ["reference_cnn", "mini_mobilenet_v2", "plain_cnn",
+                                       "standardized_cnn"],
                             f"Reference models, of {sorted(REFERENCE_MODELS)}.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 512, "Calibration examples.",
                                     lower_bound=32)
@@ -42,6 +46,8 @@ VARIANTS = {
     "dynamic": {"mode": "dynamic"},
     "int16x8 minmax": {"mode": "int16x8"},
     "int8 minmax (TFLite)": {"mode": "int8"},
+    "int8 minmax via kslim": {"mode": "int8", "calibration": "percentile",
+                              "percentile": 100.0},
     "int8 percentile": {"mode": "int8", "calibration": "percentile"},
     "int8 kl": {"mode": "int8", "calibration": "kl"},
     "int8 mse": {"mode": "int8", "calibration": "mse"},
@@ -50,6 +56,8 @@ VARIANTS = {
                                      "bias_correction": True},
     "int8 mse + bias corr.": {"mode": "int8", "calibration": "mse", "bias_correction": True},
 }
+HEAVY_TAILED = "standardized_cnn"
+_CLEARLY = 0.01  # "clearly better than minmax": at least 1 point
 _KSLIM_INT8 = [name for name, kwargs in VARIANTS.items()
                if kwargs["mode"] == "int8" and name != "int8 minmax (TFLite)"]
 
@@ -96,9 +104,10 @@ def _targets(rows):
       checks.append((model, "best kslim int8 within 0.3 pt of fp32",
                      f"{best_name}: {best - fp32:+.2%}", best >= fp32 - 0.003))
       if "int8 minmax (TFLite)" in acc:
-        checks.append((model, "best kslim int8 >= TFLite minmax",
+        margin = _CLEARLY if model == HEAVY_TAILED else 0.0
+        checks.append((model, f"best kslim int8 >= TFLite minmax + {margin:.0%}",
                        f"{best - acc['int8 minmax (TFLite)']:+.2%}",
-                       best >= acc["int8 minmax (TFLite)"]))
+                       best >= acc["int8 minmax (TFLite)"] + margin))
     for variant, tolerance in (("float16", 0.0005), ("dynamic", 0.002)):
       if variant in acc:
         checks.append((model, f"{variant} within {tolerance:.2%} of fp32",

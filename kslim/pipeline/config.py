@@ -33,7 +33,7 @@ CALIBRATIONS = ("minmax", "percentile", "kl", "mse")
 LOSSES = ("soft_label", "fitnet", "logits_l2")  # FSP needs layer pairs: Python API only
 QUANTIZERS = ("abs_max", "moving_average_abs_max", "channel_wise_abs_max", "channel_wise_mse",
               "pact")
-_REFERENCE_MODELS = ("reference_cnn", "plain_cnn", "mini_mobilenet_v2")
+_REFERENCE_MODELS = ("reference_cnn", "plain_cnn", "standardized_cnn", "mini_mobilenet_v2")
 
 
 class ConfigError(ValueError):

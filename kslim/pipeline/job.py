@@ -146,6 +146,7 @@ class _Job:
     else:
       keras.utils.set_random_seed(self.training["seed"])
       self.model = models.get(source["reference"])
+      models.adapt_normalization(self.model, self.data[0][0])
       logging.info("baseline: training %s for %d epochs", source["reference"],
                    source["train_epochs"])
       self.fit(self.model, source["train_epochs"], self.training["learning_rate"], stage_dir)

@@ -133,6 +133,7 @@ def _baseline(ctx):
   (x_train, y_train), _ = ctx.data
   keras.utils.set_random_seed(s.seed)
   model = models.get(s.model)
+  models.adapt_normalization(model, x_train)
   logging.info("baseline: training %s for %d epochs on %d images", s.model, s.epochs,
                len(x_train))
   history = fit_classifier(model, x_train, y_train, s.epochs, s.batch_size, s.learning_rate,

@@ -32,6 +32,24 @@ class ReferenceModelsTest(parameterized.TestCase):
     # 70,746 minus 4 BN weights per channel of 208 channels, plus a bias per channel.
     self.assertEqual(models.plain_cnn().count_params(), 70746 - 4 * 208 + 208)
 
+  def test_standardized_cnn_adapts_its_per_pixel_normalization(self):
+    model = models.standardized_cnn()
+    images = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    images[:, 0] = 0.0  # a first row that is never lit: variance 0
+    self.assertEqual(models.adapt_normalization(model, images), ["standardize"])
+    out = keras.Model(model.input, model.get_layer("standardize").output)(images).numpy()
+    np.testing.assert_allclose(out[:, 1:].mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out[:, 1:].std(0), 1.0, atol=1e-2)
+    np.testing.assert_array_equal(out[:, 0], 0.0)
+    self.assertEqual(models.adapt_normalization(model, images), [])  # adapted once
+
+  def test_adapt_normalization_refuses_a_layer_behind_the_input(self):
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(4)(inputs)
+    model = keras.Model(inputs, keras.layers.Normalization(name="late")(hidden))
+    with self.assertRaisesRegex(ValueError, "'late' does not read the model input"):
+      models.adapt_normalization(model, np.zeros((8, 4), np.float32))
+
   def test_mini_mobilenet_has_depthwise_add_and_concatenate(self):
     types = {type(l) for l in models.mini_mobilenet_v2().layers}
     for cls in (keras.layers.DepthwiseConv2D, keras.layers.Add, keras.layers.Concatenate):

@@ -156,6 +156,29 @@ class KeptRangesTest(absltest.TestCase):
     self.assertLess(ranges["percentile"]["out_quant"][1], ranges["minmax"]["out_quant"][1])
 
 
+class PerFeatureNormalizationTest(absltest.TestCase):
+  """A per-pixel Normalization whose 1/std multipliers span three orders of magnitude (pixels
+  that are almost always 0), as `models.standardized_cnn` has on Fashion-MNIST."""
+
+  def test_kslim_keeps_the_multipliers_that_tflite_minmax_rounds_to_zero(self):
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.random((256, 8, 8, 1), dtype=np.float32)
+    images[:, :, :2] *= rng.random((256, 8, 2, 1)) < 0.01  # a border that is rarely lit
+    model = models.standardized_cnn((8, 8, 1), width=0.25)
+    models.adapt_normalization(model, images)
+    want = model.predict(images, verbose=0)
+
+    def error(method):
+      content = kslim.convert(model, "int8", representative_data=images, calibration=method,
+                              percentile=100.0, io_dtype="float32")
+      return float(np.abs(TFLiteRunner(content).predict(images) - want).mean())
+
+    # TFLite quantizes the per-pixel multiplier per tensor, so most pixels are multiplied by
+    # 0; kslim's path (the same min/max ranges) keeps the two elementwise ops in float.
+    self.assertGreater(error("minmax"), 5 * error("percentile"))
+
+
 class BiasCorrectionTest(absltest.TestCase):
 
   def test_bias_correction_removes_the_mean_shift_of_quantization(self):
