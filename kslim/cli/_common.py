@@ -50,13 +50,14 @@ def define_model_flags(what, verb):
     verb: what the binary does, for --reference's help (e.g. "Prune").
 
   Returns:
-    A function that loads the chosen model (call it in ``main``).
+    A function that loads the chosen model (call it in ``main``), given the training images
+    to adapt a reference model's input normalization to (optional).
   """
   model = flags.DEFINE_string("model", None, f"{what} (.keras, .h5 or SavedModel folder).")
   reference = flags.DEFINE_enum("reference", None, sorted(models.REFERENCE_MODELS),
                                 f"{verb} an untrained reference model instead (for trials).")
   flags.mark_flags_as_mutual_exclusive(["model", "reference"], required=True)
-  return lambda: input_model(reference.value, model.value)
+  return lambda images=None: input_model(reference.value, model.value, images)
 
 
 def define_dataset_flag():
@@ -66,10 +67,16 @@ def define_dataset_flag():
   return lambda: load_dataset(dataset.value)
 
 
-def input_model(reference, path):
+def input_model(reference, path, images=None):
   """The untrained reference model named `reference` if given, else the one saved at `path`
-  (the binaries' mutually exclusive ``--reference`` / ``--model`` flags)."""
-  return models.get(reference) if reference else load_model(path, "model")
+  (the binaries' mutually exclusive ``--reference`` / ``--model`` flags). A reference model's
+  input ``Normalization`` layers are adapted to `images` when given."""
+  if not reference:
+    return load_model(path, "model")
+  model = models.get(reference)
+  if images is not None:
+    models.adapt_normalization(model, images)
+  return model
 
 
 def load_model(path, flag):

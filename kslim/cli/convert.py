@@ -50,8 +50,8 @@ def _calibration_needs_int8(values):
 
 def main(argv):
   start(argv)
-  model = _load_model()
   (x_train, _), (x_test, y_test) = _load_data()
+  model = _load_model(x_train)
   content = convert(model, _MODE.value, representative_data=x_train,
                     calibration=_CALIBRATION.value, num_samples=_NUM_SAMPLES.value,
                     per_channel=_PER_CHANNEL.value, bias_correction=_BIAS_CORRECTION.value,

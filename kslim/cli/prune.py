@@ -80,8 +80,8 @@ def _ratios(model, x_held, y_held):
 
 def main(argv):
   start(argv)
-  model = _load_model()
   (x_train, y_train), (x_test, y_test) = _load_data()
+  model = _load_model(x_train)
   held = min(_HELD_OUT.value, len(x_train))
   ratios = _ratios(model, x_train[-held:], y_train[-held:])
   pruned = pruning.prune(model, ratios, _CRITERION.value, _ALIGN.value)

@@ -58,8 +58,8 @@ def _keras_suffix(value):
 
 def main(argv):
   start(argv)
-  model = _load_model()
   (x_train, y_train), (x_test, y_test) = _load_data()
+  model = _load_model(x_train)
   float_acc = model_accuracy(model, x_test, y_test)
   float_kb = len(convert(model, "float32")) / 1024
   config = QuantConfig(weight_bits=_WEIGHT_BITS.value, activation_bits=_ACTIVATION_BITS.value,
