@@ -230,6 +230,7 @@ def _insert_activation_quantizers(graph, rules, config):
       groups.union([r for r in op.inputs + op.output_refs if _is_float(r)])
   outputs = {r.id for r in graph.output_refs()}
   non_negative = _non_negative(graph, rules)
+  edges = outputs | {spec.ref.id for spec in graph.inputs}
 
   def needs_range(op, ref):
     rule = rules[op]
@@ -267,7 +268,8 @@ def _insert_activation_quantizers(graph, rules, config):
         quantizer = quantizers_lib.FixedRange(settings.activation_bits, *fixed[0])
       else:
         signed = not all(r.id in non_negative for r in members[root])
-        quantizer = config.activation_quantizer_for(name, class_name, signed)
+        edge = any(r.id in edges for r in members[root])
+        quantizer = config.activation_quantizer_for(name, class_name, signed, edge)
       layer_name = _unique(f"{name}_quant", used_names)
       layers[root] = wrapper.ActivationQuantize(quantizer, name=layer_name)
     return layers[root]

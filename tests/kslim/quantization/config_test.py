@@ -58,8 +58,12 @@ class QuantConfigTest(absltest.TestCase):
     config = QuantConfig(activation_quantizer="pact", pact_decay=0.01)
     self.assertEqual(config.activation_quantizer_for("relu", "ReLU", signed=False),
                      quantizers.PACT(8, signed=False, decay=0.01))
-    # Tensors that can be negative are not clipped by PACT.
-    self.assertIsInstance(config.activation_quantizer_for("logits", "Dense", signed=True),
+    # Signed tensors inside the model get PACT's symmetric clip; signed model inputs and
+    # outputs are not clipped.
+    self.assertEqual(config.activation_quantizer_for("add", "Add", signed=True),
+                     quantizers.PACT(8, signed=True, decay=0.01))
+    self.assertIsInstance(config.activation_quantizer_for("logits", "Dense", signed=True,
+                                                          edge=True),
                           quantizers.MovingAverageAbsMax)
     dense = keras.layers.Dense(3)
     self.assertEqual(config.weight_quantizer_for(dense, per_channel=False), quantizers.AbsMax(8))

@@ -145,6 +145,16 @@ class StructureTest(absltest.TestCase):
     self.assertEqual(bits, {"image_quant": 8, "relu_quant": 4, "dw_quant": 4, "proj_quant": 4,
                             "add_quant": 4, "logits_quant": 8})
 
+  def test_pact_clips_signed_tensors_inside_the_model_but_not_its_edges(self):
+    qat = kslim.quantize(_small_model(), kslim.QuantConfig(activation_quantizer="pact"))
+    kinds = {layer.name: (type(layer.quantizer).__name__, layer.quantizer.signed)
+             for layer in kslim.quantization.activation_quantizers(qat)}
+    self.assertEqual(kinds["relu_quant"], ("PACT", False))
+    for name in ("proj_quant", "add_quant"):  # a linear projection and a residual sum
+      self.assertEqual(kinds[name], ("PACT", True))
+    for name in ("image_quant", "logits_quant"):
+      self.assertEqual(kinds[name][0], "MovingAverageAbsMax")
+
   def test_subclassed_model_is_refused(self):
     class Net(keras.Model):
       def call(self, x):
