@@ -173,8 +173,8 @@ class QuantConfig:
 
     PACT replaces the clipping of a ReLU on non-negative tensors, and clips the signed
     tensors inside the model (linear projections, residual sums) on its symmetric grid: at 4
-    bits, an abs-max range on those costs the mini MobileNetV2 as much as every other 4-bit
-    tensor together. A model input or output (`edge`) that can be negative gets
+    bits, an abs-max range on those alone cost the mini MobileNetV2 all of its 4-bit
+    activation loss. A model input or output (`edge`) that can be negative gets
     moving_average_abs_max instead: clipping the data or the logits only loses information.
     """
     settings = self.for_layer(name, class_name)
