@@ -10,8 +10,8 @@ soft_label (Hinton KD: --temperature 1, and by default no hard-label term: the b
 search over T in 0.5..8, hard-label weights 0..1 and widths 0.25/0.5; at width 0.5, where 3
 epochs leave the student undertrained, KD adds only +0.35 pt at best and T=4 with the
 cross-entropy at equal weight is 0.2 pt below training alone), and with DML (two students
-of that width trained together, each reported). Accuracy from each student's float32 TFLite file on the full 10,000-image test set;
-mean +- std over the seeds. Each run's result is cached in --workdir, so an interrupted
+of that width trained together, each reported). Accuracy from each student's float32 TFLite
+file on the full 10,000-image test set; mean +- std over the seeds. Each run's result is cached in --workdir, so an interrupted
 benchmark resumes where it stopped. Prints a table, writes benchmarks/results/distill.json and
 a bar chart (distill.png).
 

@@ -121,12 +121,13 @@ def main(argv):
   del argv
   quiet_tensorflow()
   rows = rows_for(_MODELS.value, _benchmark_model)
+  table_rows = [pipeline.Row(
+      stage=f"{r['model']} {r['stage']}", kind="", keras_accuracy=r["accuracy"],
+      tflite_accuracy=r["accuracy"], params=r["params"], macs=r["macs"],
+      tflite_kb=r["tflite_kb"], tflite_file=None, latency_ms=r["latency_ms"]) for r in rows]
   for model in _MODELS.value:  # one table each: ratios are against that model's float file
-    print(pipeline.report.job_table([pipeline.Row(
-        stage=f"{r['model']} {r['stage']}", kind="", keras_accuracy=r["accuracy"],
-        tflite_accuracy=r["accuracy"], params=r["params"], macs=r["macs"],
-        tflite_kb=r["tflite_kb"], tflite_file=None, latency_ms=r["latency_ms"])
-        for r in rows if r["model"] == model]))
+    print(pipeline.report.job_table([row for row, r in zip(table_rows, rows)
+                                     if r["model"] == model]))
   for r in rows:
     if "targets" in r:
       print(f"{r['model']}: {r['delta_points']:+.2f} pt, {r['smaller']:.2f}x smaller, "
@@ -138,11 +139,7 @@ def main(argv):
                 f"{_QAT_EPOCHS.value} epoch(s) (2e-4 cosine), int8 TFLite; float reference "
                 "fine-tuned the same epochs and schedules; ratios vs the fine-tuned float32 "
                 "TFLite file, same run", rows)
-  pipeline.report.plot_rows(
-      [pipeline.Row(stage=f"{r['model']} {r['stage']}", kind="", keras_accuracy=r["accuracy"], tflite_accuracy=None,
-                    params=r["params"], macs=r["macs"], tflite_kb=r["tflite_kb"],
-                    tflite_file=None, latency_ms=r["latency_ms"]) for r in rows],
-      pathlib.Path(_OUTPUT.value).with_suffix(".png"))
+  pipeline.report.plot_rows(table_rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
 
 
 if __name__ == "__main__":

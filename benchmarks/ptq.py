@@ -11,7 +11,8 @@ TFLite file on the full 10,000-image test set; size; latency at 1 thread (median
 the float32 file measured in the same run. Prints a table and the issue's targets, and writes
 benchmarks/results/ptq.json.
 
-Usage: .venv/bin/python benchmarks/ptq.py [--models=reference_cnn,standardized_cnn] [--num_samples=512]
+Usage: .venv/bin/python benchmarks/ptq.py [--models=reference_cnn,standardized_cnn]
+           [--num_samples=512]
 """
 
 import pathlib
@@ -56,7 +57,7 @@ VARIANTS = {
                                      "bias_correction": True},
     "int8 mse + bias corr.": {"mode": "int8", "calibration": "mse", "bias_correction": True},
 }
-HEAVY_TAILED = "standardized_cnn"
+_HEAVY_TAILED = "standardized_cnn"
 _CLEARLY = 0.01  # "clearly better than minmax": at least 1 point
 _KSLIM_INT8 = [name for name, kwargs in VARIANTS.items()
                if kwargs["mode"] == "int8" and name != "int8 minmax (TFLite)"]
@@ -104,7 +105,7 @@ def _targets(rows):
       checks.append((model, "best kslim int8 within 0.3 pt of fp32",
                      f"{best_name}: {best - fp32:+.2%}", best >= fp32 - 0.003))
       if "int8 minmax (TFLite)" in acc:
-        margin = _CLEARLY if model == HEAVY_TAILED else 0.0
+        margin = _CLEARLY if model == _HEAVY_TAILED else 0.0
         checks.append((model, f"best kslim int8 >= TFLite minmax + {margin:.0%}",
                        f"{best - acc['int8 minmax (TFLite)']:+.2%}",
                        best >= acc["int8 minmax (TFLite)"] + margin))

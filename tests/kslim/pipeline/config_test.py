@@ -41,6 +41,12 @@ class ConfigTest(absltest.TestCase):
     self.assertEqual(config["training"]["batch_size"], 128)
     self.assertEqual(config["model"]["train_epochs"], 2)
 
+  def test_every_reference_model_is_accepted(self):
+    from kslim import models  # pylint: disable=import-outside-toplevel (imports TensorFlow)
+    for name in models.REFERENCE_MODELS:
+      config, _ = self._load(_GOOD.replace("reference_cnn", name))
+      self.assertEqual(config["model"]["reference"], name)
+
   def test_errors_name_the_line_and_key(self):
     self._error(_GOOD.replace("criterion: fpgm", "criterion: l3"),
                 r"job.yaml:5: strategies\[0\].prune.criterion: 'l3' is not one of l1, ")
