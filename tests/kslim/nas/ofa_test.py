@@ -123,6 +123,22 @@ class TrainAndPickTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "subnets_per_step must be >= 1"):
       ofa_lib.OFA(net, subnets_per_step=0)
 
+  def test_the_frozen_teacher_has_recalibrated_batch_norm_statistics(self):
+    # The supernet's running statistics are unsettled after a short full phase; the
+    # teacher normalizes with the exact statistics of the calibration images instead.
+    x, y = _data(32)
+    ofa = ofa_lib.OFA(_supernet(), learning_rate=1e-2)
+    ofa.train(x, y, {"full": 1, "kernel": 1}, batch_size=16, progress=False,
+              calibration_images=20)
+    features = ofa.teacher.get_layer("stem_conv")(x[:20]).numpy()
+    stem_bn = ofa.teacher.get_layer("stem_bn")
+    np.testing.assert_allclose(stem_bn.moving_mean.numpy(), features.mean(axis=(0, 1, 2)),
+                               atol=1e-5)
+    np.testing.assert_allclose(stem_bn.moving_variance.numpy(), features.var(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-6)
+    self.assertFalse(np.allclose(ofa.supernet.stem[1].moving_mean.numpy(),
+                                 stem_bn.moving_mean.numpy(), atol=1e-3))
+
   def test_interrupted_training_resumes_with_the_same_teacher_and_weights(self):
     x, y = _data(32)
     schedule = {"full": 1, "kernel": 1, "depth": 1}
