@@ -26,6 +26,7 @@ benchmarks/results/nas.json and a Pareto plot (nas.png).
 Usage: .venv/bin/python benchmarks/nas.py [--trials=8] [--parts=token,darts,ofa]
 """
 
+import functools
 import json
 import pathlib
 import time
@@ -43,6 +44,7 @@ from kslim._keras import keras
 from kslim._table import format_table
 from kslim.cli._common import quiet_tensorflow
 from kslim.nas.batch_norm import recalibrate_batch_norm
+from kslim.nas.ofa import parse_epochs
 from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench/nas", "Cache and checkpoints.")
@@ -60,9 +62,9 @@ _OFA_BUDGETS = flags.DEFINE_list("ofa_budgets", ["6e6", "12e6"], "OFA MACs budge
 _OFA_SAMPLES = flags.DEFINE_integer("ofa_samples", 6, "Random subnets per OFA budget.")
 _OFA_SUBNETS_PER_STEP = flags.DEFINE_integer("ofa_subnets_per_step", 3, "Subnets per "
                                              "shrinking step (the phase's smallest + random).")
-_OFA_EPOCHS = flags.DEFINE_list("ofa_epochs", ["full=5", "kernel=1", "depth=1", "width=1"],
-                                 "Epochs per progressive-shrinking phase; scratch-trained "
-                                 "subnets get the full phase's.")
+_OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=5,kernel=1,depth=1,width=1",
+                                   "Epochs per progressive-shrinking phase; scratch-trained "
+                                   "subnets get the full phase's.")
 _HELD_OUT = 2000
 
 
@@ -157,11 +159,7 @@ def _darts_part(workdir, data):
   return rows
 
 
-def _ofa_epochs():
-  return {phase: int(n) for phase, n in (item.split("=") for item in _OFA_EPOCHS.value)}
-
-
-def _ofa_part(workdir, data):
+def _ofa_part(workdir, data, epochs):
   (x_train, y_train), (x_val, y_val), _ = data
   n = _FINAL_IMAGES.value
 
@@ -170,7 +168,6 @@ def _ofa_part(workdir, data):
     return nas.OFASupernet((28, 28, 1), 10)
 
   ofa = nas.OFA(supernet(), subnets_per_step=_OFA_SUBNETS_PER_STEP.value)
-  epochs = _ofa_epochs()
   tag = f"spp{_OFA_SUBNETS_PER_STEP.value}_" + "_".join(f"{k}{v}" for k, v in epochs.items())
   trained = {}
 
@@ -233,6 +230,10 @@ def _plot_results(rows, path):
 def main(argv):
   del argv
   quiet_tensorflow()
+  try:
+    ofa_epochs = parse_epochs(_OFA_EPOCHS.value)
+  except ValueError as e:
+    raise app.UsageError(f"--ofa_epochs: {e}") from e
   workdir = pathlib.Path(_WORKDIR.value)
   workdir.mkdir(parents=True, exist_ok=True)
   (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
@@ -240,7 +241,8 @@ def main(argv):
   split = len(x_train) - _HELD_OUT
   data = ((x_train[:split], y_train[:split]), (x_train[split:], y_train[split:]),
           (x_test, y_test))
-  parts = {"token": _token_part, "darts": _darts_part, "ofa": _ofa_part}
+  parts = {"token": _token_part, "darts": _darts_part,
+           "ofa": functools.partial(_ofa_part, epochs=ofa_epochs)}
   rows = []
   for part in _PARTS.value:
     rows += parts[part](workdir, data)
@@ -262,7 +264,7 @@ def main(argv):
   recipe = {"trials": _TRIALS.value, "seeds": _SEEDS.value, "trial_images": _TRIAL_IMAGES.value,
             "held_out_images": _HELD_OUT, "macs_budget": _MACS_BUDGET.value,
             "darts_images": _DARTS_IMAGES.value, "final_images": _FINAL_IMAGES.value,
-            "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": _ofa_epochs(),
+            "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": ofa_epochs,
             "ofa_samples": _OFA_SAMPLES.value,
             "ofa_subnets_per_step": _OFA_SUBNETS_PER_STEP.value}
   write_results(_OUTPUT.value, "nas", recipe, rows)

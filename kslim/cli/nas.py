@@ -40,7 +40,7 @@ from kslim._enum import Choice
 from kslim._table import format_table
 from kslim.cli._common import define_dataset_flag, start
 from kslim.nas.constraints import Metric
-from kslim.nas.ofa import PHASES
+from kslim.nas.ofa import parse_epochs
 from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 
 
@@ -151,14 +151,10 @@ def _constraint():
 
 
 def _ofa_epochs():
-  epochs = {}
-  for item in filter(None, _OFA_EPOCHS.value.split(",")):
-    phase, _, count = item.partition("=")
-    if phase not in PHASES or not count.isdigit():
-      raise app.UsageError(f"--ofa_epochs: {item!r} is not phase=epochs with a phase of "
-                           f"{PHASES}")
-    epochs[phase] = int(count)
-  return epochs
+  try:
+    return parse_epochs(_OFA_EPOCHS.value)
+  except ValueError as e:
+    raise app.UsageError(f"--ofa_epochs: {e}") from e
 
 
 def _executor(evaluate):

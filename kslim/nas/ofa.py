@@ -36,10 +36,25 @@ from kslim.nas.batch_norm import recalibrate_batch_norm
 from kslim.nas.checkpoint import EpochCheckpoint
 from kslim.training import model_accuracy
 
-__all__ = ["OFASupernet", "OFA", "PHASES"]
+__all__ = ["OFASupernet", "OFA", "PHASES", "parse_epochs"]
 
 _L = keras.layers
 PHASES = ("full", "kernel", "depth", "width")  # progressive shrinking, in order
+
+
+def parse_epochs(text):
+  """Epochs per phase from the command lines' ``"full=2,kernel=1,..."`` form.
+
+  Raises:
+    ValueError: an item that is not ``phase=epochs`` with a phase of `PHASES` (named).
+  """
+  epochs = {}
+  for item in filter(None, text.split(",")):
+    phase, _, count = item.partition("=")
+    if phase not in PHASES or not count.isdigit():
+      raise ValueError(f"{item!r} is not phase=epochs with a phase of {PHASES}")
+    epochs[phase] = int(count)
+  return epochs
 
 
 class OFASupernet(keras.Model):

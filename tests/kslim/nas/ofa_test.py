@@ -123,6 +123,13 @@ class TrainAndPickTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "subnets_per_step must be >= 1"):
       ofa_lib.OFA(net, subnets_per_step=0)
 
+  def test_epochs_parse_from_the_command_line_form(self):
+    self.assertEqual(ofa_lib.parse_epochs("full=5,kernel=1,width=2"),
+                     {"full": 5, "kernel": 1, "width": 2})
+    for bad in ("full=5,shrink=1", "full5", "depth=one"):
+      with self.assertRaisesRegex(ValueError, "is not phase=epochs with a phase of"):
+        ofa_lib.parse_epochs(bad)
+
   def test_the_frozen_teacher_has_recalibrated_batch_norm_statistics(self):
     # The supernet's running statistics are unsettled after a short full phase; the
     # teacher normalizes with the exact statistics of the calibration images instead.
