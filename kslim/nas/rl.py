@@ -2,9 +2,13 @@
 
 The controller is a categorical distribution per token position (independent softmax
 logits: the "simpler" controller of Zoph & Le's LSTM, enough for token spaces of a few dozen
-positions). After each trial its logits move along ``lr * (reward - baseline) * grad log p``,
-with an exponential moving average of past rewards as the baseline, so tokens of
-better-than-usual candidates become likelier.
+positions). After each trial its logits move along ``lr * advantage * grad log p``, where the
+advantage is the reward minus an exponential moving average of past rewards (the baseline),
+so tokens of better-than-usual candidates become likelier. By default the advantage is also
+divided by a moving average of its own spread: rewards such as accuracies after a short
+proxy training differ by a few hundredths, which with a raw advantage would leave the policy
+almost uniform for the whole of a few-dozen-trial search, and the step size would depend on
+the reward's units.
 """
 
 import numpy as np
@@ -25,7 +29,11 @@ class RLNAS(Controller):
   Args:
     space: the `SearchSpace`.
     learning_rate: step size of the policy-gradient update of the logits.
-    baseline_decay: decay of the reward baseline's moving average.
+    baseline_decay: decay of the moving averages of the reward (the baseline) and of the
+      squared advantage.
+    normalize_advantage: divide the advantage by the root of the moving average of its
+      square, the current one included (so one advantage is at most
+      ``1 / sqrt(1 - baseline_decay)`` in size, 2.2 by default).
     constraint, checkpoint, seed, max_resample: see `Controller`.
 
   Example:
@@ -39,14 +47,15 @@ class RLNAS(Controller):
     Learning", https://arxiv.org/abs/1611.01578
   """
 
-  def __init__(self, space, learning_rate=1.0, baseline_decay=0.8, constraint=None,
-               checkpoint=None, seed=0, max_resample=200):
+  def __init__(self, space, learning_rate=1.0, baseline_decay=0.8, normalize_advantage=True,
+               constraint=None, checkpoint=None, seed=0, max_resample=200):
     if not learning_rate > 0 or not 0 <= baseline_decay < 1:
       raise ValueError(f"RLNAS: need learning_rate > 0 and 0 <= baseline_decay < 1, got "
                        f"{learning_rate!r}, {baseline_decay!r}")
     self.learning_rate, self.baseline_decay = float(learning_rate), float(baseline_decay)
     self.logits = [np.zeros(count) for count in space.choices]
-    self.baseline = None
+    self.normalize_advantage = bool(normalize_advantage)
+    self.baseline, self.advantage_square = None, None
     super().__init__(space, constraint, checkpoint, seed, max_resample)
 
   def probabilities(self):
@@ -57,9 +66,15 @@ class RLNAS(Controller):
     return [int(self.rng.choice(len(p), p=p)) for p in self.probabilities()]
 
   def update(self, tokens, reward):
-    if self.baseline is None:
+    if self.baseline is None:  # the first reward: nothing to compare it with yet
       self.baseline = reward
+      return True
     advantage = reward - self.baseline
+    if self.normalize_advantage:
+      square = advantage ** 2
+      self.advantage_square = square if self.advantage_square is None else (
+          self.baseline_decay * self.advantage_square + (1 - self.baseline_decay) * square)
+      advantage = advantage / np.sqrt(self.advantage_square) if self.advantage_square else 0.0
     for logits, p, token in zip(self.logits, self.probabilities(), tokens):
       grad = -p
       grad[token] += 1.0  # d log softmax(logits)[token] / d logits
@@ -68,8 +83,10 @@ class RLNAS(Controller):
     return True
 
   def state(self):
-    return {"logits": [l.tolist() for l in self.logits], "baseline": self.baseline}
+    return {"logits": [l.tolist() for l in self.logits], "baseline": self.baseline,
+            "advantage_square": self.advantage_square}
 
   def load_state(self, state):
     self.logits = [np.asarray(l, np.float64) for l in state["logits"]]
     self.baseline = state["baseline"]
+    self.advantage_square = state["advantage_square"]

@@ -77,7 +77,8 @@ class RLNASTest(absltest.TestCase):
     np.testing.assert_allclose([q.sum() for q in p], 1.0)
 
   def test_one_update_against_the_reinforce_formula(self):
-    rl = nas.RLNAS(_space(), learning_rate=0.5, baseline_decay=0.8, seed=0)
+    rl = nas.RLNAS(_space(), learning_rate=0.5, baseline_decay=0.8, normalize_advantage=False,
+                   seed=0)
     rl.next_archs()
     rl.reward(1.0)  # sets the baseline to 1: zero advantage, no change
     np.testing.assert_allclose(rl.logits[0], 0.0)
@@ -86,6 +87,47 @@ class RLNASTest(absltest.TestCase):
     want = 0.5 * 1.0 * (np.eye(4)[tokens[0]] - 0.25)
     np.testing.assert_allclose(rl.logits[0], want)
     self.assertAlmostEqual(rl.baseline, 0.8 * 1.0 + 0.2 * 2.0)
+
+
+  def test_normalized_advantages_do_not_depend_on_the_reward_scale(self):
+    rewards = [0.70, 0.72, 0.69, 0.75, 0.71, 0.74]
+    policies = []
+    for scale in (1.0, 100.0):
+      rl = nas.RLNAS(_space(), learning_rate=0.5, baseline_decay=0.8, seed=0)
+      for reward in rewards:
+        rl.next_archs()
+        rl.reward(scale * reward)
+      policies.append(rl.probabilities())
+    for small, large in zip(*policies):
+      np.testing.assert_allclose(small, large, rtol=1e-9)
+    # Second reward: baseline 0.70, advantage 0.02, its square's average starts at 0.02 ** 2,
+    # so the normalized advantage is exactly 1 and the step that of a unit advantage.
+    rl = nas.RLNAS(_space(), learning_rate=0.5, baseline_decay=0.8, seed=0)
+    rl.next_archs()
+    rl.reward(0.70)
+    tokens = rl.next_archs()[0]
+    rl.reward(0.72)
+    np.testing.assert_allclose(rl.logits[0], 0.5 * (np.eye(4)[tokens[0]] - 0.25))
+    # Third: baseline 0.704, advantage -0.014, average square 0.8 * 4e-4 + 0.2 * 0.014 ** 2.
+    before = [l.copy() for l in rl.logits]
+    p = rl.probabilities()[0]
+    tokens = rl.next_archs()[0]
+    rl.reward(0.69)
+    advantage = -0.014 / np.sqrt(0.8 * 0.02 ** 2 + 0.2 * 0.014 ** 2)
+    np.testing.assert_allclose(rl.logits[0] - before[0],
+                               0.5 * advantage * (np.eye(4)[tokens[0]] - p))
+
+  def test_a_few_rewards_a_few_hundredths_apart_already_shift_the_policy(self):
+    rl = nas.RLNAS(_space(), seed=0)
+    for _ in range(12):
+      tokens = rl.next_archs()[0]
+      rl.reward(0.72 if tokens[1] == 2 else 0.70)  # b=2 is two hundredths better
+    self.assertGreater(rl.probabilities()[1][2], 0.6)
+    raw = nas.RLNAS(_space(), normalize_advantage=False, seed=0)
+    for _ in range(12):
+      tokens = raw.next_archs()[0]
+      raw.reward(0.72 if tokens[1] == 2 else 0.70)
+    self.assertLess(raw.probabilities()[1][2], 0.4)  # the raw advantage barely moves it
 
 
 class ConstraintAndResumeTest(absltest.TestCase):
@@ -133,8 +175,8 @@ class ConstraintAndResumeTest(absltest.TestCase):
       nas.RandomSearch(_space(), max_resample=100).next_archs(25)  # the space has 24
 
   def test_a_scored_candidate_is_not_trained_again(self):
-    for cls in (functools.partial(nas.SANAS, init_temperature=10.0), nas.RLNAS,
-                nas.RandomSearch):
+    for cls in (functools.partial(nas.SANAS, init_temperature=10.0),  # both still exploring
+                functools.partial(nas.RLNAS, learning_rate=0.2), nas.RandomSearch):
       trained = []
 
       def score(values, trained=trained):
