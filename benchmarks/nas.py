@@ -2,12 +2,14 @@
 
 Three parts, each cached in --workdir (an interrupted run resumes part by part; the token
 searches and supernets also resume from their own checkpoints there):
-  1. Token search, MobileNetV2 space, MACs <= --macs_budget: SA, RL and random search with
-     the same number of trials (--trials) for each controller seed (--seeds; the best held-out
-     accuracy is averaged over seeds). A trial trains 1 epoch on --trial_images training
-     images and scores held-out accuracy on the last 2,000 training images (batch-norm
-     statistics recalibrated first). Compared: the best held-out accuracy found, and whether
-     every candidate respected the budget.
+  1. Token search, MobileNetV2 space, MACs <= --macs_budget: SA (initial temperature
+     --sa_temperature), RL (normalized advantages) and random search with the same number of
+     trials (--trials) for each controller seed (--seeds; the best held-out accuracy is
+     averaged over seeds, and each seed is compared with random search's). A trial trains 1
+     epoch on --trial_images training images (the same training seed for every candidate)
+     and scores held-out accuracy on the last 2,000 training images (batch-norm statistics
+     recalibrated first). Compared: the best held-out accuracy found, and whether every
+     candidate respected the budget.
   2. DARTS and PC-DARTS (K=4): one search epoch of an 8-channel, 3-cell, 4-node supernet on
      --darts_images training images (architecture on as many held-out ones); search cost in
      seconds; the derived network (8 channels, 3 cells) trained --final_epochs on
@@ -50,9 +52,10 @@ from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench/nas", "Cache and checkpoints.")
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/results/nas.json", "JSON results.")
 _PARTS = flags.DEFINE_list("parts", ["token", "darts", "ofa"], "Parts to run.")
-_TRIALS = flags.DEFINE_integer("trials", 8, "Trials per token-search controller and seed.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Controller seeds of the token searches.")
-_TRIAL_IMAGES = flags.DEFINE_integer("trial_images", 3000, "Training images per trial.")
+_TRIALS = flags.DEFINE_integer("trials", 12, "Trials per token-search controller and seed.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Controller seeds of the token searches.")
+_TRIAL_IMAGES = flags.DEFINE_integer("trial_images", 10000, "Training images per trial.")
+_SA_TEMPERATURE = flags.DEFINE_float("sa_temperature", 0.03, "SA's initial temperature.")
 _MACS_BUDGET = flags.DEFINE_float("macs_budget", 8e6, "Token searches' MACs budget.")
 _DARTS_IMAGES = flags.DEFINE_integer("darts_images", 1024, "DARTS supernet training images.")
 _FINAL_IMAGES = flags.DEFINE_integer("final_images", 12000, "Training images of derived, OFA "
@@ -89,11 +92,13 @@ def _token_part(workdir, data):
   runs = {}
   for seed in map(int, _SEEDS.value):
     for name, cls in (("sa", nas.SANAS), ("rl", nas.RLNAS), ("random", nas.RandomSearch)):
-      tag = name if seed == 0 else f"{name}_s{seed}"
+      options = {"init_temperature": _SA_TEMPERATURE.value} if cls is nas.SANAS else {}
+      tag = "_".join([name, f"s{seed}", f"n{_TRIAL_IMAGES.value}", f"b{_MACS_BUDGET.value:g}",
+                      *(f"t{v:g}" for v in options.values())])
 
-      def run(tag=tag, cls=cls, seed=seed):
+      def run(tag=tag, cls=cls, seed=seed, options=options):
         controller = cls(space, constraint=nas.Constraint("macs", _MACS_BUDGET.value),
-                         checkpoint=workdir / f"{tag}_checkpoint.json", seed=seed)
+                         checkpoint=workdir / f"{tag}_checkpoint.json", seed=seed, **options)
         start = time.time()
         best, reward = nas.search(controller, evaluate, _TRIALS.value,
                                   log=workdir / f"{tag}_trials.jsonl")
@@ -262,6 +267,7 @@ def main(argv):
   print(format_table(["method", "cost / baseline", "held-out acc", "test acc", "MACs",
                       "within budget"], table))
   recipe = {"trials": _TRIALS.value, "seeds": _SEEDS.value, "trial_images": _TRIAL_IMAGES.value,
+            "sa_init_temperature": _SA_TEMPERATURE.value,
             "held_out_images": _HELD_OUT, "macs_budget": _MACS_BUDGET.value,
             "darts_images": _DARTS_IMAGES.value, "final_images": _FINAL_IMAGES.value,
             "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": ofa_epochs,
