@@ -207,16 +207,15 @@ def _ofa_part(workdir, data, epochs):
 
 def _plot_results(rows, path):
   figure, (left, right) = _plot.subplots(1, 2, figsize=(11, 4))
-  for row in rows:
-    if row["part"] == "token":
-      costs, rewards = zip(*row["points"])
-      left.scatter(costs, rewards, s=14, alpha=0.7, label=row["method"])
-  for row in (r for r in rows if r["part"] == "token"):
-    left.axvline(row["budget"], color="gray", ls="--")
-    break
+  token_rows = [row for row in rows if row["part"] == "token"]
+  for row in token_rows:
+    costs, rewards = zip(*row["points"])
+    left.scatter(costs, rewards, s=14, alpha=0.7, label=row["method"])
   left.set(xlabel="MACs", ylabel="held-out accuracy (1-epoch trial)",
            title="token search trials (MobileNetV2 space)")
-  left.legend()
+  if token_rows:
+    left.axvline(token_rows[0]["budget"], color="gray", ls="--")
+    left.legend()
   for row in rows:
     if row["part"] == "darts":
       right.scatter(row["macs"], row["test_accuracy"], marker="s", label=row["method"])
