@@ -25,8 +25,11 @@ class SANAS(Controller):
 
   Args:
     space: the `SearchSpace`.
-    init_temperature: T at step 0, on the scale of the rewards (for accuracies in [0, 1],
-      0.01-0.1 explores a few points of accuracy).
+    init_temperature: T at step 0, on the scale of the rewards: a worse reward by T is
+      accepted with probability 1/e. Set it near the differences expected between
+      neighbouring candidates: on short-proxy accuracies a few hundredths apart, 0.005 climbed
+      in a 12-trial benchmark while 0.03 accepted most worse moves and fell behind random
+      search (`benchmarks/nas.py`). The default, 0.1, accepts nearly any such move at first.
     reduce_rate: T's factor per step, in (0, 1].
     init_tokens: the first candidate (default: the space's `init_tokens`).
     constraint, checkpoint, seed, max_resample: see `Controller`.
