@@ -3,9 +3,10 @@
 Three parts, each cached in --workdir (an interrupted run resumes part by part; the token
 searches and supernets also resume from their own checkpoints there):
   1. Token search, MobileNetV2 space, MACs <= --macs_budget: SA (initial temperature
-     --sa_temperature: 0.005, where 0.03 accepted most worse moves of a few hundredths), RL (normalized advantages) and random search with the same number of
-     trials (--trials) for each controller seed (--seeds; the best held-out accuracy is
-     averaged over seeds, and each seed is compared with random search's). A trial trains 1
+     --sa_temperature: 0.005, where 0.03 accepted most worse moves of a few hundredths), RL
+     (normalized advantages) and random search with the same number of trials (--trials) for
+     each controller seed (--seeds; the best held-out accuracy is averaged over seeds, and
+     each seed is compared with random search's). A trial trains 1
      epoch on --trial_images training images (the same training seed for every candidate)
      and scores held-out accuracy on the last 2,000 training images (batch-norm statistics
      recalibrated first). Compared: the best held-out accuracy found, and whether every
@@ -53,7 +54,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/bench/nas", "Cache and checkpoin
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/results/nas.json", "JSON results.")
 _PARTS = flags.DEFINE_list("parts", ["token", "darts", "ofa"], "Parts to run.")
 _TRIALS = flags.DEFINE_integer("trials", 12, "Trials per token-search controller and seed.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Controller seeds of the token searches.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"],
+                          "Controller seeds of the token searches.")
 _TRIAL_IMAGES = flags.DEFINE_integer("trial_images", 10000, "Training images per trial.")
 _SA_TEMPERATURE = flags.DEFINE_float("sa_temperature", 0.005, "SA's initial temperature.")
 _MACS_BUDGET = flags.DEFINE_float("macs_budget", 8e6, "Token searches' MACs budget.")
