@@ -35,7 +35,7 @@ class NasBinaryTest(absltest.TestCase):
     out = os.path.join(self.create_tempdir().full_path, "nas")
     args = [f"--dataset={self.data}", "--method=sa", "--space=mobilenet_v1", "--constraint=macs",
             f"--budget={budget}", "--held_out=32", "--batch_size=32", "--final_epochs=1",
-            f"--output_dir={out}"]
+            "--sa_temperature=1e-9", f"--output_dir={out}"]
     proc = _run(*args, "--steps=2")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     first = [json.loads(l) for l in open(os.path.join(out, "trials.jsonl"))]
@@ -44,9 +44,15 @@ class NasBinaryTest(absltest.TestCase):
     trials = [json.loads(l) for l in open(os.path.join(out, "trials.jsonl"))]
     self.assertEqual([t["step"] for t in trials], [0, 1, 2])
     self.assertEqual(trials[:2], first)
+    # At a temperature of 1e-9 a worse candidate is never accepted: each accepted trial is the
+    # best so far.
+    for i, trial in enumerate(trials):
+      self.assertEqual(trial["accepted"], i == 0 or trial["reward"] >= max(
+          t["reward"] for t in trials[:i] if t["accepted"]), trials)
     self.assertTrue(all(t["cost"] <= budget for t in trials))
     summary = json.load(open(os.path.join(out, "best.json")))
     self.assertEqual(summary["held_out_accuracy"], max(t["reward"] for t in trials))
+    self.assertEqual(summary["init_temperature"], 1e-9)
     self.assertBetween(summary["test_accuracy"], 0.0, 1.0)
     best = keras.models.load_model(os.path.join(out, "best.keras"))
     self.assertEqual(best.count_params(), space.decode(summary["tokens"]).count_params())
@@ -122,7 +128,8 @@ class NasBinaryTest(absltest.TestCase):
              (["--method=darts", "--storage=journal:x.log"], "--storage a token method"),
              (["--method=ofa", "--ofa_epochs=full=1,shrink=2", "--held_out=32"],
               "--ofa_epochs: 'shrink=2'"),
-             (["--storage=nosuch://x", "--held_out=32"], "--storage: Optuna storage")]
+             (["--storage=nosuch://x", "--held_out=32"], "--storage: Optuna storage"),
+             (["--sa_temperature=0"], "--sa_temperature must be > 0")]
     with futures.ThreadPoolExecutor(4) as pool:  # each run is mostly TensorFlow's import
       procs = list(pool.map(lambda case: _run(*base, *case[0]), cases))
     for (extra, message), proc in zip(cases, procs):
