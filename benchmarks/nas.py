@@ -6,11 +6,11 @@ searches and supernets also resume from their own checkpoints there):
      --sa_temperature: 0.005, where 0.03 accepted most worse moves of a few hundredths), RL
      (normalized advantages) and random search with the same number of trials (--trials) for
      each controller seed (--seeds; the best held-out accuracy is averaged over seeds, and
-     each seed is compared with random search's). A trial trains 1
-     epoch on --trial_images training images (the same training seed for every candidate)
-     and scores held-out accuracy on the last 2,000 training images (batch-norm statistics
-     recalibrated first). Compared: the best held-out accuracy found, and whether every
-     candidate respected the budget.
+     each seed is compared with random search's). A trial trains 1 epoch on --trial_images
+     training images (the same training seed for every candidate) and scores held-out
+     accuracy on the last 2,000 training images (batch-norm statistics recalibrated first).
+     Compared: the best held-out accuracy found, and whether every candidate respected the
+     budget.
   2. DARTS and PC-DARTS (K=4): one search epoch of an 8-channel, 3-cell, 4-node supernet on
      --darts_images training images (architecture on as many held-out ones); search cost in
      seconds; the derived network (8 channels, 3 cells) trained --final_epochs on

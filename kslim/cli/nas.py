@@ -106,9 +106,10 @@ _OFA_SUBNETS_PER_STEP = flags.DEFINE_integer(
     "ofa_subnets_per_step", 2, "Subnets per progressive-shrinking step: the phase's smallest "
     "and random ones (1: one random subnet, the original OFA).", lower_bound=1)
 _SA_TEMPERATURE = flags.DEFINE_float(
-    "sa_temperature", 0.1, "SA's initial temperature, on the scale of the rewards (held-out "
-    "accuracies): near the differences expected between neighbouring candidates; 0.005 suited "
-    "a 12-trial search whose 1-epoch accuracies differed by hundredths.")
+    "sa_temperature", None, "SA's initial temperature (default: SANAS's), on the scale of the "
+    "rewards (held-out accuracies): near the differences expected between neighbouring "
+    "candidates; 0.005 suited a 12-trial search whose 1-epoch accuracies differed by "
+    "hundredths.")
 _FINAL_EPOCHS = flags.DEFINE_integer("final_epochs", 5, "Training epochs of the best "
                                      "candidate on all training images (0: skip).",
                                      lower_bound=0)
@@ -120,7 +121,7 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the checkpoints, tr
                                   "and best model go.", required=True)
 
 
-flags.register_validator("sa_temperature", lambda t: t > 0,
+flags.register_validator("sa_temperature", lambda t: t is None or t > 0,
                          message="--sa_temperature must be > 0")
 
 
@@ -179,7 +180,8 @@ def _token_search(space, constraint, evaluate, out):
   method = Method(_METHOD.value)
   controller_class = {Method.SA: nas.SANAS, Method.RL: nas.RLNAS,
                       Method.RANDOM: nas.RandomSearch}[method]
-  options = {"init_temperature": _SA_TEMPERATURE.value} if method is Method.SA else {}
+  options = ({"init_temperature": _SA_TEMPERATURE.value}
+             if method is Method.SA and _SA_TEMPERATURE.value is not None else {})
   try:
     controller = controller_class(space, constraint=constraint,
                                   checkpoint=out / "checkpoint.json", seed=_SEED.value, **options)

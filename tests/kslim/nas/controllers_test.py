@@ -88,7 +88,6 @@ class RLNASTest(absltest.TestCase):
     np.testing.assert_allclose(rl.logits[0], want)
     self.assertAlmostEqual(rl.baseline, 0.8 * 1.0 + 0.2 * 2.0)
 
-
   def test_normalized_advantages_do_not_depend_on_the_reward_scale(self):
     rewards = [0.70, 0.72, 0.69, 0.75, 0.71, 0.74]
     policies = []
