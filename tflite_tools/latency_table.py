@@ -9,6 +9,15 @@ or the op cut out of a real .tflite file (`single_op_models`), so every op type 
 Each measurement has the target's fixed per-invoke overhead (timed on a one-op model of a
 single element) subtracted; an estimate adds it back once.
 
+An op timed alone keeps its weights in cache between runs; inside a model whose weights
+outgrow the cache, they stream from memory on every run (ResNet50 float32 at 128x128 runs
+20-35% slower than the sum of its ops timed alone). So an op with sizeable weights is also timed
+*cold*: K copies of it, sharing one input and one weight buffer but each packing its own
+weights, together touch 256 MiB per run. A cache probe (copies of a 1 MiB 1x1 convolution at
+footprints of 1-256 MiB) measures how much of that cold penalty a given weight footprint pays
+on the target, and an estimate adds that share of each op's cold-minus-warm time, read at the
+model's own weight footprint.
+
   python -m tflite_tools.latency_table --output=table.json --grid --models=a.tflite,b.tflite
   python -m tflite_tools.latency_table --table=table.json --estimate=c.tflite
 
@@ -34,13 +43,21 @@ from tflite_tools import analyze, targets
 from tflite_tools.runner import load_model_bytes
 
 __all__ = ["LayerConfig", "OpModel", "LatencyTable", "Estimate", "grid", "grid_models",
-           "single_op_models", "op_signatures"]
+           "single_op_models", "op_signatures", "weight_bytes"]
 
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 # Ops whose cost grows with MACs (output elements x kernel elements); the rest with elements.
 _MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
             "BATCH_MATMUL")
 _INTEGER = ("int8", "uint8", "int16")
+_MIB = 2**20
+#: An op's cold copies together touch this many weight bytes per run: more than any cache.
+_COLD_BYTES = 256 * _MIB
+_COLD_MAX_COPIES = 256
+#: Ops with fewer weight bytes are not timed cold (streaming them costs a few microseconds).
+_COLD_MIN_BYTES = 64 * 2**10
+#: Weight footprints (MiB) at which the cache probe runs.
+PROBE_MIB = (1, 4, 16, 64, 128, 256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +96,16 @@ class Estimate:
 
   `interpolated` ops had no exact entry and were scaled from the nearest entry of the same op,
   dtype and options by work (MACs or elements); `missing` ops had none at all (counted 0).
+  `streamed_ms` is the part of `total_ms` added because the model's `weights_mib` of weights do
+  not all stay in cache between runs (see `LatencyTable.streamed_share`).
   """
   total_ms: float
   ops: int
   exact: int
   interpolated: int
   missing: tuple
+  weights_mib: float = 0.0
+  streamed_ms: float = 0.0
 
 
 def _tensor_signature(tensor):
@@ -140,6 +161,18 @@ def op_signatures(model):
   return rows
 
 
+def weight_bytes(model):
+  """Bytes of constant data (weights, biases) the ops of a .tflite model's main graph read,
+  each buffer counted once."""
+  fb = schema.Model.GetRootAs(load_model_bytes(model), 0)
+  graph, used = fb.Subgraphs(0), set()
+  for o in range(graph.OperatorsLength()):
+    for i in graph.Operators(o).InputsAsNumpy().tolist():
+      if i >= 0:
+        used.add(graph.Tensors(i).Buffer())
+  return sum(fb.Buffers(b).DataLength() for b in used)
+
+
 def _pack(model_t):
   builder = flatbuffers.Builder(1024)
   builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
@@ -191,6 +224,29 @@ def single_op_models(model):
         [sub], buffers
     result.append(OpModel(signature, name, dtype, work, _pack(one)))
   return result
+
+
+def _copies(content, count):
+  """`count` copies of a single-op model's op, reading the same inputs and weight buffers and
+  each writing its own outputs. XNNPACK packs every copy's weights separately, so one run
+  reads `count` times the op's weight bytes."""
+  fb = schema.ModelT.InitFromPackedBuf(content, 0)
+  graph = fb.subgraphs[0]
+  (op,) = graph.operators
+  for copy_index in range(1, count):
+    outputs = []
+    for i in op.outputs:
+      tensor = copy.copy(graph.tensors[i])
+      tensor.name = (tensor.name or b"") + f"_copy{copy_index}".encode()
+      fb.buffers.append(schema.BufferT())
+      tensor.buffer = len(fb.buffers) - 1
+      graph.tensors.append(tensor)
+      outputs.append(len(graph.tensors) - 1)
+    twin = copy.copy(op)
+    twin.outputs = outputs
+    graph.operators.append(twin)
+    graph.outputs = list(graph.outputs) + outputs
+  return _pack(fb)
 
 
 def grid(ops=("conv2d", "depthwise_conv2d", "dense", "max_pool", "avg_pool"),
@@ -251,89 +307,150 @@ def grid_models(configs, seed=0):
   return result
 
 
-def _time(op_models, target, threads, runs, warmup, min_ms):
-  request = {"models": [{"name": str(i), "content": base64.b64encode(m.content).decode()}
-                        for i, m in enumerate(op_models)],
+def _time(models, target, threads, runs, warmup, min_ms):
+  """Median ms of each ``(label, content)`` in `models` on `target` (nan where it fails)."""
+  request = {"models": [{"name": str(i), "content": base64.b64encode(content).decode()}
+                        for i, (_, content) in enumerate(models)],
              "threads": [threads], "xnnpack": [True], "warmup": warmup, "runs": runs,
              "min_ms": min_ms, "skip_errors": True}
   reply = target.run(request)
-  for row, model in zip(reply["results"], op_models):
+  for row, (label, _) in zip(reply["results"], models):
     if "error" in row:
-      logging.warning("latency table: cannot time %s alone (%s); it stays out of the table",
-                      model.signature, row["error"])
+      logging.warning("latency table: cannot time %s (%s); it stays out of the table",
+                      label, row["error"])
   return reply["machine"], [row.get("median_ms", np.nan) for row in reply["results"]]
+
+
+def _float_op_model(builtin, inputs, output_shape, options=None):
+  """A float32 model of one builtin op, built directly in the flatbuffer.
+
+  Args:
+    builtin: a `schema.BuiltinOperator` value.
+    inputs: per op input, a numpy array (a constant) or a shape (a model input).
+    output_shape: the op's one output.
+    options: the op's builtin options object (e.g. `schema.Conv2DOptionsT()`), if any.
+  """
+  model_t = schema.ModelT()
+  model_t.version = 3
+  code = schema.OperatorCodeT()
+  code.builtinCode = code.deprecatedBuiltinCode = builtin
+  model_t.operatorCodes = [code]
+  model_t.buffers, tensors = [schema.BufferT()], []  # buffer 0 is the empty sentinel
+  for i, item in enumerate(list(inputs) + [output_shape]):
+    constant = isinstance(item, np.ndarray)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(item.astype(np.float32).tobytes(), np.uint8) if constant else None
+    model_t.buffers.append(buffer)
+    tensor = schema.TensorT()
+    tensor.shape = list(item.shape if constant else item)
+    tensor.type, tensor.buffer, tensor.name = schema.TensorType.FLOAT32, i + 1, f"t{i}".encode()
+    tensors.append(tensor)
+  op = schema.OperatorT()
+  op.opcodeIndex, op.inputs, op.outputs = 0, list(range(len(inputs))), [len(inputs)]
+  if options is not None:
+    op.builtinOptionsType = getattr(schema.BuiltinOptions, type(options).__name__[:-1])
+    op.builtinOptions = options
+  graph = schema.SubGraphT()
+  graph.tensors, graph.operators, graph.outputs = tensors, [op], [len(inputs)]
+  graph.inputs = [i for i, item in enumerate(inputs) if not isinstance(item, np.ndarray)]
+  model_t.subgraphs = [graph]
+  return _pack(model_t)
 
 
 def _overhead_op():
   """A model of one ABS on a single float: what invoking any model costs, whatever it does."""
-  model_t = schema.ModelT()
-  model_t.version = 3
-  code = schema.OperatorCodeT()
-  code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.ABS
-  model_t.operatorCodes = [code]
-  empty = schema.BufferT()
-  model_t.buffers = [empty, schema.BufferT(), schema.BufferT()]
-  tensors = []
-  for i, name in enumerate((b"x", b"y")):
-    tensor = schema.TensorT()
-    tensor.shape, tensor.type, tensor.buffer, tensor.name = [1, 1], schema.TensorType.FLOAT32, \
-        i + 1, name
-    tensors.append(tensor)
-  op = schema.OperatorT()
-  op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
-  graph = schema.SubGraphT()
-  graph.tensors, graph.operators, graph.inputs, graph.outputs = tensors, [op], [0], [1]
-  model_t.subgraphs = [graph]
-  return OpModel("overhead", "ABS", "float32", 1.0, _pack(model_t))
+  return OpModel("overhead", "ABS", "float32", 1.0,
+                 _float_op_model(schema.BuiltinOperator.ABS, [(1, 1)], (1, 1)))
+
+
+def _probe_op(channels=512, size=4, seed=0):
+  """A float32 1x1 CONV_2D on a size x size x channels input with channels^2 weights (1 MiB at
+  512): the cache probe's unit of weights."""
+  weights = np.random.default_rng(seed).normal(0, 0.05, (channels, 1, 1, channels))
+  options = schema.Conv2DOptionsT()
+  options.strideH = options.strideW = 1
+  shape = (1, size, size, channels)
+  return _float_op_model(schema.BuiltinOperator.CONV_2D,
+                         [shape, weights, np.zeros(channels)], shape, options)
 
 
 class LatencyTable:
   """Per-op latency on one target at one thread count (XNNPACK on), in milliseconds.
 
   Attributes:
-    entries: ``{signature: {"op", "dtype", "work", "ms"}}``; ``ms`` excludes the overhead.
+    entries: ``{signature: {"op", "dtype", "work", "ms"[, "cold_ms"]}}``; ``ms`` excludes the
+      overhead; ``cold_ms``, for ops with sizeable weights, is the op's time with its weights
+      read from memory instead of cache.
     overhead_ms: the per-invoke overhead, added once per estimate.
+    cache_curve: ``[[footprint MiB, share]]``: the share of a cold penalty paid on the target
+      by a model with that many MiB of weights (0: they stay in cache; 1: every run streams
+      them from memory), from the cache probe; empty for no streaming correction.
     target, machine, threads: where and how it was measured.
   """
 
-  def __init__(self, entries, overhead_ms, target="local", machine="", threads=1):
+  def __init__(self, entries, overhead_ms, target="local", machine="", threads=1,
+               cache_curve=()):
     self.entries = dict(entries)
     self.overhead_ms = overhead_ms
+    self.cache_curve = [list(point) for point in cache_curve]
     self.target, self.machine, self.threads = target, machine, threads
 
   @classmethod
   def measure(cls, op_models, target=None, threads=1, runs=50, warmup=10, min_ms=20.0,
-              repeats=1):
+              repeats=1, probe_mib=PROBE_MIB):
     """Times every `OpModel` (duplicates once) on `target` (default: this machine).
 
     Each op runs at least `warmup` times and `min_ms` before timing, then at least `runs`
     times and `min_ms`; its entry is the median. With `repeats` > 1 the whole set is timed
     that many times and each entry keeps its smallest median, which discounts moments when
     another process held the CPU (time the models the same way for a fair comparison).
+
+    Ops with at least 64 KiB of weights are also timed cold (see the module docstring), and
+    the cache probe runs at the footprints `probe_mib` (empty: no probe, no correction).
     """
     target = target or targets.Local()
     unique = list({m.signature: m for m in op_models}.values())
+    cold = []  # (signature, copies, model)
+    for m in unique:
+      size = weight_bytes(m.content)
+      if size >= _COLD_MIN_BYTES:
+        count = min(_COLD_MAX_COPIES, math.ceil(_COLD_BYTES / size))
+        cold.append((m.signature, count, _copies(m.content, count)))
+    probe = _probe_op()
+    timed = ([("the overhead op", _overhead_op().content)] +
+             [(f"{m.signature} alone", m.content) for m in unique] +
+             [(f"{signature} cold", content) for signature, _, content in cold] +
+             [(f"the cache probe at {mib} MiB", _copies(probe, mib)) for mib in probe_mib])
     machine, times = None, None
     for _ in range(repeats):
-      machine, repeat = _time([_overhead_op()] + unique, target, threads, runs, warmup, min_ms)
+      machine, repeat = _time(timed, target, threads, runs, warmup, min_ms)
       times = repeat if times is None else np.minimum(times, repeat).tolist()
-    overhead, times = times[0], times[1:]
-    entries = {m.signature: {"op": m.op, "dtype": m.dtype, "work": m.work,
-                             "ms": max(t - overhead, 0.0)}
-               for m, t in zip(unique, times) if not np.isnan(t)}
-    return cls(entries, overhead, target.name, machine, threads)
+    overhead, times = times[0], iter(times[1:])
+    entries = {}
+    for m, t in zip(unique, times):
+      if not np.isnan(t):
+        entries[m.signature] = {"op": m.op, "dtype": m.dtype, "work": m.work,
+                                "ms": max(t - overhead, 0.0)}
+    for (signature, count, _), t in zip(cold, times):
+      if signature in entries and not np.isnan(t):
+        entries[signature]["cold_ms"] = max((t - overhead) / count, entries[signature]["ms"])
+    per_mib = [(t - overhead) / mib for mib, t in zip(probe_mib, times)]
+    return cls(entries, overhead, target.name, machine, threads,
+               _cache_curve(probe_mib, per_mib))
 
   def merge(self, other):
-    """This table with `other`'s entries added (same target and thread count)."""
+    """This table with `other`'s entries added (same target and thread count; this table's
+    cache curve, or `other`'s where this one has none)."""
     if (other.machine, other.threads) != (self.machine, self.threads):
       raise ValueError(f"cannot merge a table of {other.machine} at {other.threads} thread(s) "
                        f"into one of {self.machine} at {self.threads}")
     return LatencyTable({**self.entries, **other.entries}, self.overhead_ms, self.target,
-                        self.machine, self.threads)
+                        self.machine, self.threads, self.cache_curve or other.cache_curve)
 
   def to_dict(self):
     return {"target": self.target, "machine": self.machine, "threads": self.threads,
-            "overhead_ms": self.overhead_ms, "entries": self.entries}
+            "overhead_ms": self.overhead_ms, "cache_curve": self.cache_curve,
+            "entries": self.entries}
 
   def save(self, path):
     pathlib.Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
@@ -344,9 +461,17 @@ class LatencyTable:
     try:
       data = json.loads(pathlib.Path(path).read_text())
       return cls(data["entries"], data["overhead_ms"], data["target"], data["machine"],
-                 data["threads"])
+                 data["threads"], data.get("cache_curve", ()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
       raise ValueError(f"{path} is not a latency table: {e}") from e
+
+  def streamed_share(self, weights_mib):
+    """The share of the cold penalty a model with `weights_mib` of weights pays: the cache
+    curve interpolated in log footprint, held flat past its ends."""
+    if not self.cache_curve or weights_mib <= 0:
+      return 0.0
+    mib, share = zip(*self.cache_curve)
+    return float(np.interp(math.log(weights_mib), np.log(mib), share))
 
   def _interpolate(self, signature, name, dtype, work):
     options = signature[signature.index("{"):]
@@ -364,11 +489,13 @@ class LatencyTable:
 
   def estimate(self, model):
     """The `Estimate` of a .tflite model (path or bytes) from this table."""
-    total, exact, interpolated, missing = self.overhead_ms, 0, 0, []
+    total, exact, interpolated, missing, penalty = self.overhead_ms, 0, 0, [], 0.0
     signatures = op_signatures(model)
     for signature, name, dtype, work in signatures:
       if signature in self.entries:
-        total += self.entries[signature]["ms"]
+        entry = self.entries[signature]
+        total += entry["ms"]
+        penalty += entry.get("cold_ms", entry["ms"]) - entry["ms"]
         exact += 1
         continue
       value = self._interpolate(signature, name, dtype, work)
@@ -377,7 +504,21 @@ class LatencyTable:
       else:
         total += value
         interpolated += 1
-    return Estimate(total, len(signatures), exact, interpolated, tuple(missing))
+    weights_mib = weight_bytes(model) / _MIB
+    streamed = self.streamed_share(weights_mib) * penalty
+    return Estimate(total + streamed, len(signatures), exact, interpolated, tuple(missing),
+                    weights_mib, streamed)
+
+
+def _cache_curve(footprints_mib, per_mib_ms):
+  """``[[MiB, share]]`` from the probe's time per MiB of weights at each footprint: 0 at the
+  smallest footprint, 1 at the largest, non-decreasing (empty when the probe saw no rise)."""
+  if len(per_mib_ms) < 2 or any(np.isnan(per_mib_ms)):
+    return []
+  rise = np.maximum.accumulate(np.asarray(per_mib_ms) - per_mib_ms[0])
+  if rise[-1] <= 0:
+    return []
+  return [[float(m), float(r / rise[-1])] for m, r in zip(footprints_mib, rise)]
 
 
 def _window(signature):
@@ -397,7 +538,9 @@ def _main(options):
       e = table.estimate(path)
       print(f"{path}: estimated {e.total_ms:.3f} ms on {table.machine} at {table.threads} "
             f"thread(s) ({e.exact}/{e.ops} ops exact, {e.interpolated} interpolated"
-            f"{', missing ' + ', '.join(e.missing) if e.missing else ''})")
+            f"{', missing ' + ', '.join(e.missing) if e.missing else ''}); "
+            f"{e.streamed_ms:.3f} ms of it for {e.weights_mib:.1f} MiB of weights read from "
+            f"memory")
     return
   op_models = []
   if options.grid:

@@ -47,6 +47,33 @@ class SignatureTest(absltest.TestCase):
       (row,) = lt.op_signatures(model.content)
       self.assertEqual(row[0], model.signature)
 
+  def test_weight_bytes_count_every_constant_once(self):
+    # Float32 parameters plus the int32[2] shape the Flatten's RESHAPE reads.
+    self.assertEqual(lt.weight_bytes(_FLOAT), 4 * _MODEL.count_params() + 8)
+    conv = lt.single_op_models(_FLOAT)[0]
+    self.assertEqual(lt.weight_bytes(conv.content), 4 * _MODEL.layers[0].count_params())
+
+  def test_copies_share_weights_and_compute_the_same(self):
+    conv = lt.single_op_models(_FLOAT)[0]
+    copies = lt._copies(conv.content, 3)  # pylint: disable=protected-access
+    self.assertEqual([row[0] for row in lt.op_signatures(copies)], [conv.signature] * 3)
+    self.assertEqual(lt.weight_bytes(copies), lt.weight_bytes(conv.content))
+    self.assertLess(len(copies), len(conv.content) + 1024)  # weights stored once
+    x = tiny_models.CALIBRATION[:2]
+    (want,) = harness.predict(conv.content, [x])
+    outputs = harness.predict(copies, [x])
+    self.assertLen(outputs, 3)
+    for got in outputs:
+      np.testing.assert_array_equal(got, want)
+
+  def test_probe_op_is_a_1x1_convolution_with_its_weights(self):
+    probe = lt._probe_op(channels=8, size=2)  # pylint: disable=protected-access
+    self.assertEqual(lt.weight_bytes(probe), 4 * (8 * 8 + 8))
+    weights = np.random.default_rng(0).normal(0, 0.05, (8, 8)).astype(np.float32)
+    x = np.random.default_rng(1).random((1, 2, 2, 8), dtype=np.float32)
+    (got,) = harness.predict(probe, [x])
+    np.testing.assert_allclose(got, x @ weights.T, atol=1e-6)
+
   def test_grid(self):
     configs = lt.grid(ops=("conv2d", "dense", "max_pool"), sizes=(8,), channels=(8, 16),
                       kernels=(1, 3), strides=(1, 2), dtypes=("float32",))
@@ -61,8 +88,12 @@ class SignatureTest(absltest.TestCase):
 class TableTest(absltest.TestCase):
 
   def test_measure_estimate_and_round_trip(self):
-    table = lt.LatencyTable.measure(lt.single_op_models(_FLOAT), runs=5, warmup=1, min_ms=1)
+    table = lt.LatencyTable.measure(lt.single_op_models(_FLOAT), runs=5, warmup=1, min_ms=1,
+                                    probe_mib=(1, 4))
     self.assertLen(table.entries, 5)
+    self.assertIn(table.cache_curve, ([], [[1.0, 0.0], [4.0, 1.0]]))
+    # The tiny model's ops have under 64 KiB of weights each: none is timed cold.
+    self.assertFalse([e for e in table.entries.values() if "cold_ms" in e])
     self.assertGreater(table.overhead_ms, 0)
     self.assertTrue(all(e["ms"] >= 0 for e in table.entries.values()))
     estimate = table.estimate(_FLOAT)
@@ -73,12 +104,44 @@ class TableTest(absltest.TestCase):
     path = os.path.join(self.create_tempdir().full_path, "t.json")
     table.save(path)
     loaded = lt.LatencyTable.load(path)
-    self.assertEqual((loaded.entries, loaded.overhead_ms, loaded.threads),
-                     (table.entries, table.overhead_ms, 1))
+    self.assertEqual((loaded.entries, loaded.overhead_ms, loaded.threads, loaded.cache_curve),
+                     (table.entries, table.overhead_ms, 1, table.cache_curve))
     # The int8 model's ops are not in a float table: nothing to interpolate from.
     self.assertEqual(table.estimate(_INT8).missing,
                      ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "RESHAPE",
                       "FULLY_CONNECTED"))
+
+  def test_ops_with_large_weights_are_timed_cold(self):
+    dense = tiny_models.float_bytes(keras.Sequential([
+        keras.Input((128,)), keras.layers.Dense(128), keras.layers.Dense(16)]))
+    table = lt.LatencyTable.measure(lt.single_op_models(dense), runs=3, warmup=1, min_ms=1,
+                                    probe_mib=())
+    # 128x128 float32 weights are 64 KiB: that op alone gets a cold time.
+    self.assertEqual([e["work"] for e in table.entries.values() if "cold_ms" in e],
+                     [128 * 128])
+    self.assertEqual(table.cache_curve, [])
+
+  def test_cache_curve_and_streamed_share(self):
+    curve = lt._cache_curve((1, 4, 16), [0.1, 0.3, 0.2])  # pylint: disable=protected-access
+    self.assertEqual(curve, [[1.0, 0.0], [4.0, 1.0], [16.0, 1.0]])  # held non-decreasing
+    self.assertEqual(lt._cache_curve((1, 4), [0.3, 0.3]), [])  # pylint: disable=protected-access
+    table = lt.LatencyTable({}, 0.0, cache_curve=[[1, 0.0], [4, 1.0]])
+    self.assertAlmostEqual(table.streamed_share(2.0), 0.5)  # halfway in log footprint
+    self.assertEqual((table.streamed_share(0.5), table.streamed_share(64)), (0.0, 1.0))
+    self.assertEqual(lt.LatencyTable({}, 0.0).streamed_share(64), 0.0)
+
+  def test_estimate_adds_the_streamed_share_of_cold_penalties(self):
+    rows = lt.op_signatures(_FLOAT)
+    entries = {signature: {"op": name, "dtype": dtype, "work": work, "ms": 0.1 * (i + 1)}
+               for i, (signature, name, dtype, work) in enumerate(rows)}
+    entries[rows[0][0]]["cold_ms"] = 0.1 + 0.4
+    entries[rows[4][0]]["cold_ms"] = 0.5 + 0.2
+    mib = lt.weight_bytes(_FLOAT) / 2**20
+    table = lt.LatencyTable(entries, 0.01, cache_curve=[[mib / 4, 0.0], [mib * 4, 1.0]])
+    estimate = table.estimate(_FLOAT)
+    self.assertAlmostEqual(estimate.weights_mib, mib)
+    self.assertAlmostEqual(estimate.streamed_ms, 0.5 * (0.4 + 0.2))
+    self.assertAlmostEqual(estimate.total_ms, 0.01 + 0.1 + 0.2 + 0.3 + 0.4 + 0.5 + 0.3)
 
   def test_interpolation_scales_the_nearest_entry_by_work(self):
     conv_only = tiny_models.float_bytes(keras.Sequential([
@@ -127,7 +190,8 @@ class BinaryTest(absltest.TestCase):
     proc = run_binary("tflite_tools.latency_table", f"--table={table}", f"--estimate={_FLOAT}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertRegex(proc.stdout, r"float.tflite: estimated \d+\.\d{3} ms on \S+ at 1 "
-                     r"thread\(s\) \(5/5 ops exact, 0 interpolated\)")
+                     r"thread\(s\) \(5/5 ops exact, 0 interpolated\); 0\.000 ms of it for "
+                     r"0\.0 MiB of weights read from memory")
 
   def test_flag_errors(self):
     proc = run_binary("tflite_tools.latency_table", f"--estimate={_FLOAT}")
