@@ -2,7 +2,9 @@
 
 Latency comes from a per-op table measured on the target with ``tflite-latency-table``
 (`tflite_tools.latency_table`): `TableLatencyEvaluator` converts the candidate to TFLite and
-sums the table's entries, so a search never needs the device in the loop.
+estimates its latency from the table's entries (their sum, plus the cost of weights streamed
+from memory when the candidate's weights outgrow the target's cache), so a search never needs
+the device in the loop.
 
 Example:
   >>> table = TableLatencyEvaluator("pixel7_float32.json")
