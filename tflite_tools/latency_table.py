@@ -397,7 +397,7 @@ class LatencyTable:
 
   @classmethod
   def measure(cls, op_models, target=None, threads=1, runs=50, warmup=10, min_ms=20.0,
-              repeats=1, probe_mib=PROBE_MIB):
+              repeats=1, probe_mib=PROBE_MIB, cold=True):
     """Times every `OpModel` (duplicates once) on `target` (default: this machine).
 
     Each op runs at least `warmup` times and `min_ms` before timing, then at least `runs`
@@ -407,20 +407,22 @@ class LatencyTable:
 
     Ops with at least 64 KiB of weights are also timed cold (see the module docstring), and
     the cache probe runs at the footprints `probe_mib` (empty: no probe, no correction).
+    `cold=False` skips both, e.g. on an emulated target whose timings are not latency anyway.
     """
     target = target or targets.Local()
     unique = list({m.signature: m for m in op_models}.values())
-    cold = []  # (signature, copies, model)
+    cold_models = []  # (signature, copies, model)
     for m in unique:
       size = weight_bytes(m.content)
-      if size >= _COLD_MIN_BYTES:
+      if cold and size >= _COLD_MIN_BYTES:
         count = min(_COLD_MAX_COPIES, math.ceil(_COLD_BYTES / size))
-        cold.append((m.signature, count, _copies(m.content, count)))
+        cold_models.append((m.signature, count, _copies(m.content, count)))
     probe = _probe_op()
     timed = ([("the overhead op", _overhead_op().content)] +
              [(f"{m.signature} alone", m.content) for m in unique] +
-             [(f"{signature} cold", content) for signature, _, content in cold] +
-             [(f"the cache probe at {mib} MiB", _copies(probe, mib)) for mib in probe_mib])
+             [(f"{signature} cold", content) for signature, _, content in cold_models] +
+             [(f"the cache probe at {mib} MiB", _copies(probe, mib))
+              for mib in (probe_mib if cold else ())])
     machine, times = None, None
     for _ in range(repeats):
       machine, repeat = _time(timed, target, threads, runs, warmup, min_ms)
@@ -431,10 +433,10 @@ class LatencyTable:
       if not np.isnan(t):
         entries[m.signature] = {"op": m.op, "dtype": m.dtype, "work": m.work,
                                 "ms": max(t - overhead, 0.0)}
-    for (signature, count, _), t in zip(cold, times):
+    for (signature, count, _), t in zip(cold_models, times):
       if signature in entries and not np.isnan(t):
         entries[signature]["cold_ms"] = max((t - overhead) / count, entries[signature]["ms"])
-    per_mib = [(t - overhead) / mib for mib, t in zip(probe_mib, times)]
+    per_mib = [(t - overhead) / mib for mib, t in zip(probe_mib, times)]  # empty if not cold
     return cls(entries, overhead, target.name, machine, threads,
                _cache_curve(probe_mib, per_mib))
 
@@ -551,7 +553,7 @@ def _main(options):
     raise app.UsageError("nothing to measure: pass --grid and/or --models")
   target = targets.from_options(options.remote, options.remote_python, options.arch)
   table = LatencyTable.measure(op_models, target, threads=options.table_threads,
-                               runs=options.runs)
+                               runs=options.runs, cold=options.cold)
   table.save(options.output)
   print(f"wrote {len(table.entries)} entries to {options.output} ({table.machine}, "
         f"{table.threads} thread(s), overhead {table.overhead_ms * 1e3:.1f} us)")
@@ -577,6 +579,9 @@ def run():
   flags.DEFINE_list("models", None, "Also measure every distinct op of these .tflite files.")
   flags.DEFINE_integer("table_threads", 1, "Thread count to measure at.", lower_bound=1)
   flags.DEFINE_integer("runs", 50, "Timed runs per op.", lower_bound=1)
+  flags.DEFINE_bool("cold", True, "Also time ops with >= 64 KiB of weights with their weights "
+                    "read from memory, and probe the target's cache (the streamed-weights term "
+                    "of estimates); --nocold skips both, e.g. on an emulated target.")
   flags.DEFINE_string("table", None, "With --estimate: the table to read.")
   flags.DEFINE_list("estimate", None, "Estimate these .tflite files' latency from --table.")
   targets.define_flags()

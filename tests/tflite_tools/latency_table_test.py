@@ -120,6 +120,10 @@ class TableTest(absltest.TestCase):
     self.assertEqual([e["work"] for e in table.entries.values() if "cold_ms" in e],
                      [128 * 128])
     self.assertEqual(table.cache_curve, [])
+    warm = lt.LatencyTable.measure(lt.single_op_models(dense), runs=3, warmup=1, min_ms=1,
+                                   probe_mib=(1, 4), cold=False)
+    self.assertEqual(([e for e in warm.entries.values() if "cold_ms" in e], warm.cache_curve),
+                     ([], []))
 
   def test_cache_curve_and_streamed_share(self):
     curve = lt._cache_curve((1, 4, 16), [0.1, 0.3, 0.2])  # pylint: disable=protected-access
@@ -185,6 +189,11 @@ class BinaryTest(absltest.TestCase):
     table = os.path.join(self.create_tempdir().full_path, "table.json")
     proc = run_binary("tflite_tools.latency_table", f"--models={_FLOAT}", "--runs=5",
                       f"--output={table}")
+    with open(table) as f:
+      curve = json.load(f)["cache_curve"]
+    if curve:  # empty only where the probe's time per MiB never rose
+      self.assertEqual([mib for mib, _ in curve], [float(m) for m in lt.PROBE_MIB])
+      self.assertEqual((curve[0][1], curve[-1][1]), (0.0, 1.0))
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertIn("wrote 5 entries", proc.stdout)
     proc = run_binary("tflite_tools.latency_table", f"--table={table}", f"--estimate={_FLOAT}")
