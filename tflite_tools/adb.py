@@ -109,8 +109,10 @@ class Adb(Target):
           for use_xnnpack in request.get("xnnpack", [True]):
             command = [binary, f"--graph={remote}", f"--num_threads={threads}",
                        f"--use_xnnpack={str(use_xnnpack).lower()}",
-                       f"--warmup_runs={request.get('warmup', 20)}", "--warmup_min_secs=0",
-                       f"--num_runs={request.get('runs', 100)}", "--min_secs=0",
+                       f"--warmup_runs={request.get('warmup', 20)}",
+                       f"--warmup_min_secs={request.get('min_ms', 0) / 1000}",
+                       f"--num_runs={request.get('runs', 100)}",
+                       f"--min_secs={request.get('min_ms', 0) / 1000}",
                        "--report_peak_memory_footprint=true"]
             log = self._adb("shell", " ".join(shlex.quote(c) for c in command))
             try:

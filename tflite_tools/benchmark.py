@@ -23,6 +23,8 @@ _THREADS = flags.DEFINE_list("threads", ["1"], "Thread counts, e.g. 1,2,4.")
 _XNNPACK = flags.DEFINE_list("xnnpack", ["on"], "XNNPACK settings to measure: on, off or on,off.")
 _WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed runs before timing.", lower_bound=0)
 _RUNS = flags.DEFINE_integer("runs", 100, "Timed runs.", lower_bound=1)
+_MIN_MS = flags.DEFINE_float("min_ms", benchmark_lib.MIN_MS, "Warm up, then time, for at least "
+                             "this many ms as well as --warmup/--runs runs.", lower_bound=0)
 _INPUTS = flags.DEFINE_list("inputs", None, "One .npy file per model input (batch 1, the "
                             "input's dtype); default: random inputs from the signature.")
 _JSON = flags.DEFINE_string("json", None, "Write the results as JSON here.")
@@ -76,7 +78,7 @@ def main(argv):
     results = benchmark_lib.benchmark(
         models, threads=[int(t) for t in _THREADS.value],
         xnnpack=[v == "on" for v in _XNNPACK.value], warmup=_WARMUP.value, runs=_RUNS.value,
-        inputs=inputs, target=target)
+        inputs=inputs, target=target, min_ms=_MIN_MS.value)
     agreement_rows = []
     if not isinstance(target, (Local, Adb)) and _AGREEMENT.value:
       agreement_rows = benchmark_lib.agreement(models, target, examples=_AGREEMENT.value)

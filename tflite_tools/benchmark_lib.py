@@ -68,8 +68,13 @@ def _request(path, name, **options):
       load_model_bytes(path)).decode("ascii")}], **options}
 
 
+# Warm up, and time, for at least this long: a fresh process's first ~20-50 ms can run up
+# to 1.7x slower at 2 threads on a VM (a 0.06 ms model's 20 + 100 runs all fall inside it).
+MIN_MS = 100.0
+
+
 def benchmark(models, threads=(1,), xnnpack=(True,), warmup=20, runs=100, inputs=None,
-              target=None, seed=0):
+              target=None, seed=0, min_ms=MIN_MS):
   """Benchmarks every model at every thread count and XNNPACK setting on `target`.
 
   Args:
@@ -82,6 +87,8 @@ def benchmark(models, threads=(1,), xnnpack=(True,), warmup=20, runs=100, inputs
       None generates inputs from each model's signature.
     target: a `targets.Target` (default: this machine).
     seed: for generated inputs.
+    min_ms: keep warming up until `warmup` runs and this many ms are done, then keep timing
+      until `runs` runs and this many ms are.
 
   Returns:
     A list of `BenchmarkResult`, model-major.
@@ -99,7 +106,8 @@ def benchmark(models, threads=(1,), xnnpack=(True,), warmup=20, runs=100, inputs
       for use_xnnpack in xnnpack:
         # One request per setting: a fresh process each, so peak memory is this run's own.
         request = _request(path, name, threads=[int(thread_count)], xnnpack=[bool(use_xnnpack)],
-                           warmup=warmup, runs=runs, seed=seed, inputs=encoded)
+                           warmup=warmup, runs=runs, min_ms=min_ms, seed=seed,
+                           inputs=encoded)
         reply = target.run(request)
         results += [BenchmarkResult(path=path, size_bytes=pathlib.Path(path).stat().st_size,
                                     target=target.name, machine=reply["machine"],
@@ -108,14 +116,16 @@ def benchmark(models, threads=(1,), xnnpack=(True,), warmup=20, runs=100, inputs
   return results
 
 
-def measure_latency(model, threads=1, warmup=20, runs=100, use_xnnpack=True, seed=0):
-  """Times one model (a path or bytes) in this process (see `harness.measure`).
+def measure_latency(model, threads=1, warmup=20, runs=100, use_xnnpack=True, seed=0,
+                    min_ms=MIN_MS):
+  """Times one model (a path or bytes) in this process (see `harness.measure`; `min_ms` as in
+  `benchmark`).
 
   Returns:
     A `BenchmarkResult` (``path`` is ``"<bytes>"`` for in-memory models).
   """
   content = load_model_bytes(model)
-  stats = harness.measure(content, threads, use_xnnpack, warmup, runs, seed=seed)
+  stats = harness.measure(content, threads, use_xnnpack, warmup, runs, seed=seed, min_ms=min_ms)
   is_path = not isinstance(model, (bytes, bytearray))
   return BenchmarkResult(model=pathlib.Path(model).name if is_path else "<bytes>",
                          path=str(model) if is_path else "<bytes>", size_bytes=len(content),

@@ -26,7 +26,7 @@ class BenchmarkTest(absltest.TestCase):
 
   def test_every_model_thread_count_and_xnnpack_setting(self):
     results = benchmark_lib.benchmark([_FLOAT, _INT8], threads=(1, 2), xnnpack=(True, False),
-                                      warmup=2, runs=12)
+                                      warmup=2, runs=12, min_ms=0)
     self.assertEqual([(r.model, r.threads, r.xnnpack) for r in results],
                      [(m, t, x) for m in ("float.tflite", "int8.tflite") for t in (1, 2)
                       for x in (True, False)])
@@ -49,6 +49,15 @@ class BenchmarkTest(absltest.TestCase):
     want_size = results[1].size_bytes / results[0].size_bytes
     self.assertEqual(lines[2].split()[-2:], [f"{want_latency:.2f}", f"{want_size:.2f}"])
     self.assertEqual(lines[1].split()[-2:], ["1.00", "1.00"])
+
+  def test_min_ms_keeps_timing_past_the_run_count(self):
+    (short,) = benchmark_lib.benchmark([_FLOAT], threads=(1,), warmup=1, runs=5, min_ms=0)
+    (timed,) = benchmark_lib.benchmark([_FLOAT], threads=(1,), warmup=1, runs=5, min_ms=30)
+    self.assertEqual(short.runs, 5)
+    self.assertGreater(timed.runs, 5)  # a ~10 us model: thousands of runs in 30 ms
+    self.assertGreaterEqual(timed.runs * timed.mean_ms, 30)
+    stats = benchmark_lib.measure_latency(_FLOAT, warmup=1, runs=5, min_ms=30)
+    self.assertGreaterEqual(stats.runs * stats.mean_ms, 30)
 
   def test_json_and_csv_name_models_by_file(self):
     results = benchmark_lib.benchmark([_FLOAT], threads=(1,), warmup=1, runs=5)
@@ -79,7 +88,7 @@ class BenchmarkTest(absltest.TestCase):
       benchmark_lib.benchmark([corrupt])
 
   def test_measure_latency_in_process(self):
-    stats = benchmark_lib.measure_latency(_INT8, threads=1, warmup=2, runs=15)
+    stats = benchmark_lib.measure_latency(_INT8, threads=1, warmup=2, runs=15, min_ms=0)
     self.assertEqual((stats.runs, stats.model, stats.size_bytes),
                      (15, "int8.tflite", os.path.getsize(_INT8)))
     self.assertTrue(0 < stats.min_ms <= stats.median_ms <= stats.p90_ms)
@@ -194,14 +203,14 @@ elif args[0] == "shell":
       path.chmod(path.stat().st_mode | stat.S_IEXEC)
     target = adb.Adb(binary, serial="emulator-5554", adb=str(fake_adb))
     results = benchmark_lib.benchmark([_FLOAT], threads=(1, 4), xnnpack=(True, False),
-                                      warmup=3, runs=7, target=target)
+                                      warmup=3, runs=7, target=target, min_ms=250)
     self.assertLen(results, 4)
     self.assertEqual({(r.target, r.median_ms, r.peak_memory_mb) for r in results},
                      {("adb:emulator-5554", 0.397, 7.85938)})
     calls = (tmp / "calls.log").read_text().splitlines()
     self.assertEqual(calls[1].replace(str(device), "/data/local/tmp").split(), [
         "--graph=/data/local/tmp/kslim/float.tflite", "--num_threads=1", "--use_xnnpack=false",
-        "--warmup_runs=3", "--warmup_min_secs=0", "--num_runs=7", "--min_secs=0",
+        "--warmup_runs=3", "--warmup_min_secs=0.25", "--num_runs=7", "--min_secs=0.25",
         "--report_peak_memory_footprint=true"])
     self.assertTrue((device / "kslim" / "float.tflite").is_file())
     with self.assertRaisesRegex(targets.TargetError, "takes no --inputs"):
