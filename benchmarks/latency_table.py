@@ -5,11 +5,13 @@ architectures (weights=None, 10 classes, 128x128x3 inputs), each converted to fl
 full-integer int8. One latency table per thread count holds (a) a Conv2D /
 DepthwiseConv2D / Dense / pooling grid (16x16 and 32x32 inputs, 16-64 channels, kernels 1/3/5,
 strides 1/2, float32 and int8) and (b) every distinct op of the models, cut out of their
-.tflite files and timed alone. Each model's latency is then estimated two ways and compared
-with its measured median latency (fresh process, XNNPACK on):
+.tflite files and timed in context (its inputs just written by the thread pool) and alone.
+Each model's latency is then estimated and compared with its measured median latency (fresh
+process, XNNPACK on):
   - table: the sum of the exact entries of its ops (plus the per-invoke overhead), plus the
     share of their cold (weights-from-memory) penalties that the model's weight footprint
-    pays on this CPU per the table's cache probe; `warm_error` is the error without that term;
+    pays on this CPU per the table's cache probe; `warm_error` is the error without that term,
+    `alone_error` the error with every op's time alone instead of in context;
   - grid only: the grid table alone, interpolating conv/dense/pool ops from the nearest grid
     entry by MACs; ops the grid lacks (add, mean, pad, ...) count 0 and are listed.
 Target (issue 7): table estimates within 15% of measured. Prints a table, writes
@@ -129,12 +131,16 @@ def main(argv):
     grid_table = lt.LatencyTable.measure(grid_ops, **options)
     table = grid_table.merge(lt.LatencyTable.measure(model_ops, **options))
     table.save(workdir / f"table_{threads}thread.json")
+    alone_table = lt.LatencyTable(
+        {s: {**e, "ms": e["alone_ms"]} for s, e in table.entries.items()}, table.overhead_ms,
+        table.target, table.machine, threads, table.cache_curve)
     print(f"cache curve at {threads} thread(s) ([MiB of weights, share of the cold penalty "
           f"paid]): {[[m, round(share, 2)] for m, share in table.cache_curve]}")
     for (name, dtype), path in files.items():
       measured = min((benchmark_lib.benchmark([path], threads=(threads,), runs=_RUNS.value)[0]
                       for _ in range(_REPEATS.value)), key=lambda r: r.median_ms)
       exact, grid_only = table.estimate(path), grid_table.estimate(path)
+      alone = alone_table.estimate(path)
       rows.append({
           "model": name, "dtype": dtype, "threads": threads, "ops": exact.ops,
           "macs": kslim.profile(_build(name)).total_macs,
@@ -142,6 +148,7 @@ def main(argv):
           "table_error": exact.total_ms / measured.median_ms - 1,
           "weights_mib": exact.weights_mib, "streamed_ms": exact.streamed_ms,
           "warm_error": (exact.total_ms - exact.streamed_ms) / measured.median_ms - 1,
+          "alone_error": alone.total_ms / measured.median_ms - 1,
           "grid_only_ms": grid_only.total_ms,
           "grid_only_error": grid_only.total_ms / measured.median_ms - 1,
           "grid_only_interpolated": grid_only.interpolated,
@@ -150,10 +157,12 @@ def main(argv):
           "cache_curve": table.cache_curve})
   print(format_table(
       ["model", "dtype", "threads", "ops", "weights MiB", "measured ms", "table ms",
-       "streamed ms", "error", "error warm only", "grid-only ms", "error", "grid misses"],
+       "streamed ms", "error", "error warm only", "error ops alone", "grid-only ms", "error",
+       "grid misses"],
       [[r["model"], r["dtype"], str(r["threads"]), str(r["ops"]), f"{r['weights_mib']:.1f}",
         f"{r['measured_ms']:.3f}", f"{r['table_ms']:.3f}", f"{r['streamed_ms']:.3f}",
-        f"{r['table_error']:+.1%}", f"{r['warm_error']:+.1%}", f"{r['grid_only_ms']:.3f}",
+        f"{r['table_error']:+.1%}", f"{r['warm_error']:+.1%}", f"{r['alone_error']:+.1%}",
+        f"{r['grid_only_ms']:.3f}",
         f"{r['grid_only_error']:+.1%}", str(len(r["grid_only_missing"]))] for r in rows]))
   worst = max(abs(r["table_error"]) for r in rows)
   print(f"worst table error {worst:.1%} (target: within 15%)")

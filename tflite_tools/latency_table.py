@@ -9,6 +9,14 @@ or the op cut out of a real .tflite file (`single_op_models`), so every op type 
 Each measurement has the target's fixed per-invoke overhead (timed on a one-op model of a
 single element) subtracted; an estimate adds it back once.
 
+Each op is timed *in context*: inside a model, an op's input has just been written by the
+op before it, split across the thread pool, so at 2+ threads part of it sits in another core's
+cache; timed alone, every thread finds its share of the input in its own cache on every run
+(MobileNetV2 float32 at 2 threads runs 20-25% slower than the sum of its ops timed alone). So
+each float32/int8 input of an op is written by an ``ADD(x, x)`` run on the same threads just
+before the op, and the time of those writers alone is subtracted. The op's time alone is kept
+too (``alone_ms``).
+
 An op timed alone keeps its weights in cache between runs; inside a model whose weights
 outgrow the cache, they stream from memory on every run (ResNet50 float32 at 128x128 runs
 20-35% slower than the sum of its ops timed alone). So an op with sizeable weights is also timed
@@ -226,6 +234,47 @@ def single_op_models(model):
   return result
 
 
+def _in_context(content):
+  """``(writers, writers + op)`` for a single-op model: each float32/int8 input of its op is
+  produced by an ``ADD(x, x)`` (the writers, which XNNPACK runs on the op's threads) from a new
+  model input; `writers` computes only those inputs. None when the op has no such input."""
+  pair = []
+  for keep_op in (False, True):
+    fb = schema.ModelT.InitFromPackedBuf(content, 0)
+    graph = fb.subgraphs[0]
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.ADD
+    fb.operatorCodes = list(fb.operatorCodes) + [code]
+    writers, inputs, written = [], [], []
+    for i in graph.inputs:
+      tensor = graph.tensors[i]
+      if tensor.type not in (schema.TensorType.FLOAT32, schema.TensorType.INT8):
+        inputs.append(i)
+        continue
+      source = copy.copy(tensor)
+      source.name = (tensor.name or b"") + b"_source"
+      fb.buffers.append(schema.BufferT())
+      source.buffer = len(fb.buffers) - 1
+      graph.tensors.append(source)
+      writer = schema.OperatorT()
+      writer.opcodeIndex = len(fb.operatorCodes) - 1
+      writer.inputs, writer.outputs = [len(graph.tensors) - 1] * 2, [i]
+      writer.builtinOptionsType = schema.BuiltinOptions.AddOptions
+      writer.builtinOptions = schema.AddOptionsT()
+      writers.append(writer)
+      inputs.append(len(graph.tensors) - 1)
+      written.append(i)
+    if not writers:
+      return None
+    graph.inputs = inputs
+    if keep_op:
+      graph.operators = writers + list(graph.operators)
+    else:
+      graph.operators, graph.outputs = writers, written
+    pair.append(_pack(fb))
+  return tuple(pair)
+
+
 def _copies(content, count):
   """`count` copies of a single-op model's op, reading the same inputs and weight buffers and
   each writing its own outputs. XNNPACK packs every copy's weights separately, so one run
@@ -378,9 +427,10 @@ class LatencyTable:
   """Per-op latency on one target at one thread count (XNNPACK on), in milliseconds.
 
   Attributes:
-    entries: ``{signature: {"op", "dtype", "work", "ms"[, "cold_ms"]}}``; ``ms`` excludes the
-      overhead; ``cold_ms``, for ops with sizeable weights, is the op's time with its weights
-      read from memory instead of cache.
+    entries: ``{signature: {"op", "dtype", "work", "ms", "alone_ms"[, "cold_ms"]}}``: ``ms``
+      is the op's time in context (see the module docstring), ``alone_ms`` its time alone (both
+      without the overhead); ``cold_ms``, for ops with sizeable weights, is its time alone
+      with its weights read from memory instead of cache.
     overhead_ms: the per-invoke overhead, added once per estimate.
     cache_curve: ``[[footprint MiB, share]]``: the share of a cold penalty paid on the target
       by a model with that many MiB of weights (0: they stay in cache; 1: every run streams
@@ -405,7 +455,9 @@ class LatencyTable:
     that many times and each entry keeps its smallest median, which discounts moments when
     another process held the CPU (time the models the same way for a fair comparison).
 
-    Ops with at least 64 KiB of weights are also timed cold (see the module docstring), and
+    Each op is timed alone and in context (see the module docstring); an op whose model
+    fails in context (or has no float32/int8 input) gets its time alone as ``ms``. Ops with at
+    least 64 KiB of weights are also timed cold, and
     the cache probe runs at the footprints `probe_mib` (empty: no probe, no correction).
     `cold=False` skips both, e.g. on an emulated target whose timings are not latency anyway.
     """
@@ -417,9 +469,14 @@ class LatencyTable:
       if cold and size >= _COLD_MIN_BYTES:
         count = min(_COLD_MAX_COPIES, math.ceil(_COLD_BYTES / size))
         cold_models.append((m.signature, count, _copies(m.content, count)))
+    contexts = [_in_context(m.content) for m in unique]
+    writers = list(dict.fromkeys(pair[0] for pair in contexts if pair))  # shared by many ops
     probe = _probe_op()
     timed = ([("the overhead op", _overhead_op().content)] +
              [(f"{m.signature} alone", m.content) for m in unique] +
+             [(f"{m.signature} in context", pair[1])
+              for m, pair in zip(unique, contexts) if pair] +
+             [(f"input writers {k}", content) for k, content in enumerate(writers)] +
              [(f"{signature} cold", content) for signature, _, content in cold_models] +
              [(f"the cache probe at {mib} MiB", _copies(probe, mib))
               for mib in (probe_mib if cold else ())])
@@ -428,14 +485,21 @@ class LatencyTable:
       machine, repeat = _time(timed, target, threads, runs, warmup, min_ms)
       times = repeat if times is None else np.minimum(times, repeat).tolist()
     overhead, times = times[0], iter(times[1:])
+    alone = [next(times) for _ in unique]
+    in_context = [next(times) if pair else np.nan for pair in contexts]
+    writer_ms = dict(zip(writers, [next(times) for _ in writers]))
     entries = {}
-    for m, t in zip(unique, times):
+    for m, t, pair, c in zip(unique, alone, contexts, in_context):
       if not np.isnan(t):
+        ms = max(t - overhead, 0.0)
+        context = c - writer_ms[pair[0]] if pair else np.nan
         entries[m.signature] = {"op": m.op, "dtype": m.dtype, "work": m.work,
-                                "ms": max(t - overhead, 0.0)}
+                                "ms": ms if np.isnan(context) else max(context, 0.0),
+                                "alone_ms": ms}
     for (signature, count, _), t in zip(cold_models, times):
       if signature in entries and not np.isnan(t):
-        entries[signature]["cold_ms"] = max((t - overhead) / count, entries[signature]["ms"])
+        entries[signature]["cold_ms"] = max((t - overhead) / count,
+                                            entries[signature]["alone_ms"])
     per_mib = [(t - overhead) / mib for mib, t in zip(probe_mib, times)]  # empty if not cold
     return cls(entries, overhead, target.name, machine, threads,
                _cache_curve(probe_mib, per_mib))
@@ -497,7 +561,8 @@ class LatencyTable:
       if signature in self.entries:
         entry = self.entries[signature]
         total += entry["ms"]
-        penalty += entry.get("cold_ms", entry["ms"]) - entry["ms"]
+        alone = entry.get("alone_ms", entry["ms"])  # tables before in-context timing
+        penalty += entry.get("cold_ms", alone) - alone
         exact += 1
         continue
       value = self._interpolate(signature, name, dtype, work)

@@ -66,6 +66,22 @@ class SignatureTest(absltest.TestCase):
     for got in outputs:
       np.testing.assert_array_equal(got, want)
 
+  def test_in_context_models_write_each_input_with_an_add(self):
+    for path in (_FLOAT, _INT8):
+      conv = lt.single_op_models(path)[0]
+      writers, both = lt._in_context(conv.content)  # pylint: disable=protected-access
+      self.assertEqual([row[1] for row in lt.op_signatures(writers)], ["ADD"])
+      self.assertEqual([row[1] for row in lt.op_signatures(both)], ["ADD", "CONV_2D"])
+      self.assertEqual(lt.op_signatures(both)[1][0], conv.signature)
+    x = tiny_models.CALIBRATION[:3] / 2
+    (written,) = harness.predict(writers, [x])  # int8: within one quantization step of 2x
+    self.assertLess(np.abs(written - 2 * x).max(), 2 * 1.01 * np.abs(x).max() / 127)
+    conv = lt.single_op_models(_FLOAT)[0]
+    writers, both = lt._in_context(conv.content)  # pylint: disable=protected-access
+    (want,) = harness.predict(conv.content, [2 * x])
+    (got,) = harness.predict(both, [x])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
   def test_probe_op_is_a_1x1_convolution_with_its_weights(self):
     probe = lt._probe_op(channels=8, size=2)  # pylint: disable=protected-access
     self.assertEqual(lt.weight_bytes(probe), 4 * (8 * 8 + 8))
@@ -95,7 +111,7 @@ class TableTest(absltest.TestCase):
     # The tiny model's ops have under 64 KiB of weights each: none is timed cold.
     self.assertFalse([e for e in table.entries.values() if "cold_ms" in e])
     self.assertGreater(table.overhead_ms, 0)
-    self.assertTrue(all(e["ms"] >= 0 for e in table.entries.values()))
+    self.assertTrue(all(e["ms"] >= 0 and e["alone_ms"] >= 0 for e in table.entries.values()))
     estimate = table.estimate(_FLOAT)
     self.assertEqual((estimate.ops, estimate.exact, estimate.interpolated, estimate.missing),
                      (5, 5, 0, ()))
@@ -138,14 +154,14 @@ class TableTest(absltest.TestCase):
     rows = lt.op_signatures(_FLOAT)
     entries = {signature: {"op": name, "dtype": dtype, "work": work, "ms": 0.1 * (i + 1)}
                for i, (signature, name, dtype, work) in enumerate(rows)}
-    entries[rows[0][0]]["cold_ms"] = 0.1 + 0.4
-    entries[rows[4][0]]["cold_ms"] = 0.5 + 0.2
+    entries[rows[0][0]].update(cold_ms=0.1 + 0.4, alone_ms=0.05)  # penalty: cold - alone
+    entries[rows[4][0]]["cold_ms"] = 0.5 + 0.2  # a table without alone_ms: cold - ms
     mib = lt.weight_bytes(_FLOAT) / 2**20
     table = lt.LatencyTable(entries, 0.01, cache_curve=[[mib / 4, 0.0], [mib * 4, 1.0]])
     estimate = table.estimate(_FLOAT)
     self.assertAlmostEqual(estimate.weights_mib, mib)
-    self.assertAlmostEqual(estimate.streamed_ms, 0.5 * (0.4 + 0.2))
-    self.assertAlmostEqual(estimate.total_ms, 0.01 + 0.1 + 0.2 + 0.3 + 0.4 + 0.5 + 0.3)
+    self.assertAlmostEqual(estimate.streamed_ms, 0.5 * (0.45 + 0.2))
+    self.assertAlmostEqual(estimate.total_ms, 0.01 + 0.1 + 0.2 + 0.3 + 0.4 + 0.5 + 0.325)
 
   def test_interpolation_scales_the_nearest_entry_by_work(self):
     conv_only = tiny_models.float_bytes(keras.Sequential([
