@@ -97,7 +97,7 @@ class Adb(Target):
     self._adb("shell", f"mkdir -p {shlex.quote(self.device_dir)}")
     self._adb("push", str(self.binary), binary)
     self._adb("shell", f"chmod 755 {shlex.quote(binary)}")
-    results = []
+    results, min_secs = [], request.get("min_ms", 0) / 1000
     with tempfile.TemporaryDirectory() as local:
       for model in request["models"]:
         name = pathlib.PurePath(model["name"]).name
@@ -110,9 +110,8 @@ class Adb(Target):
             command = [binary, f"--graph={remote}", f"--num_threads={threads}",
                        f"--use_xnnpack={str(use_xnnpack).lower()}",
                        f"--warmup_runs={request.get('warmup', 20)}",
-                       f"--warmup_min_secs={request.get('min_ms', 0) / 1000}",
-                       f"--num_runs={request.get('runs', 100)}",
-                       f"--min_secs={request.get('min_ms', 0) / 1000}",
+                       f"--warmup_min_secs={min_secs}",
+                       f"--num_runs={request.get('runs', 100)}", f"--min_secs={min_secs}",
                        "--report_peak_memory_footprint=true"]
             log = self._adb("shell", " ".join(shlex.quote(c) for c in command))
             try:

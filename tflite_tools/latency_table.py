@@ -234,45 +234,46 @@ def single_op_models(model):
   return result
 
 
+def _operator_code(builtin):
+  code = schema.OperatorCodeT()
+  code.builtinCode = code.deprecatedBuiltinCode = builtin
+  return code
+
+
 def _in_context(content):
   """``(writers, writers + op)`` for a single-op model: each float32/int8 input of its op is
   produced by an ``ADD(x, x)`` (the writers, which XNNPACK runs on the op's threads) from a new
   model input; `writers` computes only those inputs. None when the op has no such input."""
-  pair = []
-  for keep_op in (False, True):
-    fb = schema.ModelT.InitFromPackedBuf(content, 0)
-    graph = fb.subgraphs[0]
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.ADD
-    fb.operatorCodes = list(fb.operatorCodes) + [code]
-    writers, inputs, written = [], [], []
-    for i in graph.inputs:
-      tensor = graph.tensors[i]
-      if tensor.type not in (schema.TensorType.FLOAT32, schema.TensorType.INT8):
-        inputs.append(i)
-        continue
-      source = copy.copy(tensor)
-      source.name = (tensor.name or b"") + b"_source"
-      fb.buffers.append(schema.BufferT())
-      source.buffer = len(fb.buffers) - 1
-      graph.tensors.append(source)
-      writer = schema.OperatorT()
-      writer.opcodeIndex = len(fb.operatorCodes) - 1
-      writer.inputs, writer.outputs = [len(graph.tensors) - 1] * 2, [i]
-      writer.builtinOptionsType = schema.BuiltinOptions.AddOptions
-      writer.builtinOptions = schema.AddOptionsT()
-      writers.append(writer)
-      inputs.append(len(graph.tensors) - 1)
-      written.append(i)
-    if not writers:
-      return None
-    graph.inputs = inputs
-    if keep_op:
-      graph.operators = writers + list(graph.operators)
-    else:
-      graph.operators, graph.outputs = writers, written
-    pair.append(_pack(fb))
-  return tuple(pair)
+  fb = schema.ModelT.InitFromPackedBuf(content, 0)
+  graph = fb.subgraphs[0]
+  fb.operatorCodes = list(fb.operatorCodes) + [_operator_code(schema.BuiltinOperator.ADD)]
+  writers, inputs, written = [], [], []
+  for i in graph.inputs:
+    tensor = graph.tensors[i]
+    if tensor.type not in (schema.TensorType.FLOAT32, schema.TensorType.INT8):
+      inputs.append(i)
+      continue
+    source = copy.copy(tensor)
+    source.name = (tensor.name or b"") + b"_source"
+    fb.buffers.append(schema.BufferT())
+    source.buffer = len(fb.buffers) - 1
+    graph.tensors.append(source)
+    writer = schema.OperatorT()
+    writer.opcodeIndex = len(fb.operatorCodes) - 1
+    writer.inputs, writer.outputs = [len(graph.tensors) - 1] * 2, [i]
+    writer.builtinOptionsType = schema.BuiltinOptions.AddOptions
+    writer.builtinOptions = schema.AddOptionsT()
+    writers.append(writer)
+    inputs.append(len(graph.tensors) - 1)
+    written.append(i)
+  if not writers:
+    return None
+  graph.inputs = inputs
+  operators, outputs = writers + list(graph.operators), graph.outputs
+  graph.operators, graph.outputs = writers, written
+  alone = _pack(fb)
+  graph.operators, graph.outputs = operators, outputs
+  return alone, _pack(fb)
 
 
 def _copies(content, count):
@@ -381,9 +382,7 @@ def _float_op_model(builtin, inputs, output_shape, options=None):
   """
   model_t = schema.ModelT()
   model_t.version = 3
-  code = schema.OperatorCodeT()
-  code.builtinCode = code.deprecatedBuiltinCode = builtin
-  model_t.operatorCodes = [code]
+  model_t.operatorCodes = [_operator_code(builtin)]
   model_t.buffers, tensors = [schema.BufferT()], []  # buffer 0 is the empty sentinel
   for i, item in enumerate(list(inputs) + [output_shape]):
     constant = isinstance(item, np.ndarray)
