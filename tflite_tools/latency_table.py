@@ -14,8 +14,12 @@ op before it, split across the thread pool, so at 2+ threads part of it sits in 
 cache; timed alone, every thread finds its share of the input in its own cache on every run
 (MobileNetV2 float32 at 2 threads runs 20-25% slower than the sum of its ops timed alone). So
 each float32/int8 input of an op is written by an ``ADD(x, x)`` run on the same threads just
-before the op, and the time of those writers alone is subtracted. The op's time alone is kept
-too (``alone_ms``).
+before the op, and the time of those writers alone is subtracted. The writers start with a
+*waker*, a float32 ADD big enough for XNNPACK to split over its thread pool: inside a model the
+pool's workers keep spinning between ops, and a spinning worker slows whatever runs on the
+main thread meanwhile, such as an op XNNPACK does not take (int8 HARD_SWISH: 52 us alone, 65-69
+us beside a spinning worker at 2 threads on this VM). The op's time alone is kept too
+(``alone_ms``).
 
 An op timed alone keeps its weights in cache between runs; inside a model whose weights
 outgrow the cache, they stream from memory on every run (ResNet50 float32 at 128x128 runs
@@ -66,6 +70,8 @@ _COLD_MAX_COPIES = 256
 _COLD_MIN_BYTES = 64 * 2**10
 #: Weight footprints (MiB) at which the cache probe runs.
 PROBE_MIB = (1, 4, 16, 64, 128, 256)
+#: Floats the in-context waker adds: enough for XNNPACK to use every thread (4,096 is not).
+_WAKER_ELEMENTS = 65536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,14 +246,42 @@ def _operator_code(builtin):
   return code
 
 
+def _new_tensor(fb, shape, dtype, name):
+  """Appends an activation tensor (with its own empty buffer) to `fb`'s graph; its index."""
+  tensor = schema.TensorT()
+  tensor.shape, tensor.type, tensor.name = list(shape), dtype, name
+  fb.buffers.append(schema.BufferT())
+  tensor.buffer = len(fb.buffers) - 1
+  fb.subgraphs[0].tensors.append(tensor)
+  return len(fb.subgraphs[0].tensors) - 1
+
+
+def _add_op(fb, source, output):
+  """An ``ADD(source, source) -> output`` operator of `fb` (whose last operator code is ADD)."""
+  op = schema.OperatorT()
+  op.opcodeIndex = len(fb.operatorCodes) - 1
+  op.inputs, op.outputs = [source, source], [output]
+  op.builtinOptionsType = schema.BuiltinOptions.AddOptions
+  op.builtinOptions = schema.AddOptionsT()
+  return op
+
+
 def _in_context(content):
-  """``(writers, writers + op)`` for a single-op model: each float32/int8 input of its op is
-  produced by an ``ADD(x, x)`` (the writers, which XNNPACK runs on the op's threads) from a new
-  model input; `writers` computes only those inputs. None when the op has no such input."""
+  """``(writers, writers + op)`` for a single-op model.
+
+  The writers are a *waker*, an ``ADD`` of `_WAKER_ELEMENTS` floats that XNNPACK splits over
+  its thread pool, so that the pool's workers spin as they do inside a model (a spinning
+  worker slows an op the delegate does not run on the main thread, e.g. int8 HARD_SWISH by
+  about 30% at 2 threads on this VM), then an ``ADD(x, x)`` producing each float32/int8 input
+  of the op from a new model input, on the op's threads. `writers` computes only those. The
+  waker's input and output come last among the models' inputs and outputs.
+  """
   fb = schema.ModelT.InitFromPackedBuf(content, 0)
   graph = fb.subgraphs[0]
   fb.operatorCodes = list(fb.operatorCodes) + [_operator_code(schema.BuiltinOperator.ADD)]
-  writers, inputs, written = [], [], []
+  wake_in = _new_tensor(fb, (1, _WAKER_ELEMENTS), schema.TensorType.FLOAT32, b"waker_in")
+  wake_out = _new_tensor(fb, (1, _WAKER_ELEMENTS), schema.TensorType.FLOAT32, b"waker_out")
+  writers, inputs, written = [_add_op(fb, wake_in, wake_out)], [], []
   for i in graph.inputs:
     tensor = graph.tensors[i]
     if tensor.type not in (schema.TensorType.FLOAT32, schema.TensorType.INT8):
@@ -258,18 +292,12 @@ def _in_context(content):
     fb.buffers.append(schema.BufferT())
     source.buffer = len(fb.buffers) - 1
     graph.tensors.append(source)
-    writer = schema.OperatorT()
-    writer.opcodeIndex = len(fb.operatorCodes) - 1
-    writer.inputs, writer.outputs = [len(graph.tensors) - 1] * 2, [i]
-    writer.builtinOptionsType = schema.BuiltinOptions.AddOptions
-    writer.builtinOptions = schema.AddOptionsT()
-    writers.append(writer)
+    writers.append(_add_op(fb, len(graph.tensors) - 1, i))
     inputs.append(len(graph.tensors) - 1)
     written.append(i)
-  if not writers:
-    return None
-  graph.inputs = inputs
-  operators, outputs = writers + list(graph.operators), graph.outputs
+  graph.inputs = inputs + [wake_in]
+  operators, outputs = writers + list(graph.operators), list(graph.outputs) + [wake_out]
+  written.append(wake_out)
   graph.operators, graph.outputs = writers, written
   alone = _pack(fb)
   graph.operators, graph.outputs = operators, outputs
@@ -455,7 +483,7 @@ class LatencyTable:
     another process held the CPU (time the models the same way for a fair comparison).
 
     Each op is timed alone and in context (see the module docstring); an op whose model
-    fails in context (or has no float32/int8 input) gets its time alone as ``ms``. Ops with at
+    fails in context gets its time alone as ``ms``. Ops with at
     least 64 KiB of weights are also timed cold, and
     the cache probe runs at the footprints `probe_mib` (empty: no probe, no correction).
     `cold=False` skips both, e.g. on an emulated target whose timings are not latency anyway.
@@ -469,12 +497,11 @@ class LatencyTable:
         count = min(_COLD_MAX_COPIES, math.ceil(_COLD_BYTES / size))
         cold_models.append((m.signature, count, _copies(m.content, count)))
     contexts = [_in_context(m.content) for m in unique]
-    writers = list(dict.fromkeys(pair[0] for pair in contexts if pair))  # shared by many ops
+    writers = list(dict.fromkeys(pair[0] for pair in contexts))  # shared by many ops
     probe = _probe_op()
     timed = ([("the overhead op", _overhead_op().content)] +
              [(f"{m.signature} alone", m.content) for m in unique] +
-             [(f"{m.signature} in context", pair[1])
-              for m, pair in zip(unique, contexts) if pair] +
+             [(f"{m.signature} in context", pair[1]) for m, pair in zip(unique, contexts)] +
              [(f"input writers {k}", content) for k, content in enumerate(writers)] +
              [(f"{signature} cold", content) for signature, _, content in cold_models] +
              [(f"the cache probe at {mib} MiB", _copies(probe, mib))
@@ -485,13 +512,13 @@ class LatencyTable:
       times = repeat if times is None else np.minimum(times, repeat).tolist()
     overhead, times = times[0], iter(times[1:])
     alone = [next(times) for _ in unique]
-    in_context = [next(times) if pair else np.nan for pair in contexts]
+    in_context = [next(times) for _ in contexts]
     writer_ms = dict(zip(writers, [next(times) for _ in writers]))
     entries = {}
     for m, t, pair, c in zip(unique, alone, contexts, in_context):
       if not np.isnan(t):
         ms = max(t - overhead, 0.0)
-        context = c - writer_ms[pair[0]] if pair else np.nan
+        context = c - writer_ms[pair[0]]
         entries[m.signature] = {"op": m.op, "dtype": m.dtype, "work": m.work,
                                 "ms": ms if np.isnan(context) else max(context, 0.0),
                                 "alone_ms": ms}

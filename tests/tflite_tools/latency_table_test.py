@@ -66,21 +66,27 @@ class SignatureTest(absltest.TestCase):
     for got in outputs:
       np.testing.assert_array_equal(got, want)
 
-  def test_in_context_models_write_each_input_with_an_add(self):
+  def test_in_context_models_wake_the_pool_and_write_each_input_with_an_add(self):
     for path in (_FLOAT, _INT8):
-      conv = lt.single_op_models(path)[0]
-      writers, both = lt._in_context(conv.content)  # pylint: disable=protected-access
-      self.assertEqual([row[1] for row in lt.op_signatures(writers)], ["ADD"])
-      self.assertEqual([row[1] for row in lt.op_signatures(both)], ["ADD", "CONV_2D"])
-      self.assertEqual(lt.op_signatures(both)[1][0], conv.signature)
-    x = tiny_models.CALIBRATION[:3] / 2
-    (written,) = harness.predict(writers, [x])  # int8: within one quantization step of 2x
+      for op in lt.single_op_models(path):
+        writers, both = lt._in_context(op.content)  # pylint: disable=protected-access
+        self.assertEqual([row[1] for row in lt.op_signatures(writers)], ["ADD", "ADD"])
+        self.assertEqual([row[1] for row in lt.op_signatures(both)], ["ADD", "ADD", op.op])
+        self.assertEqual(lt.op_signatures(both)[2][0], op.signature)
+    x = tiny_models.CALIBRATION[:1] / 2
+    size = lt._WAKER_ELEMENTS  # pylint: disable=protected-access
+    wake = np.random.default_rng(0).random((1, size), dtype=np.float32)
+    conv = lt.single_op_models(_INT8)[0]
+    writers, _ = lt._in_context(conv.content)  # pylint: disable=protected-access
+    written, woken = harness.predict(writers, [x, wake])  # int8: one quantization step of 2x
     self.assertLess(np.abs(written - 2 * x).max(), 2 * 1.01 * np.abs(x).max() / 127)
+    np.testing.assert_array_equal(woken, 2 * wake)
     conv = lt.single_op_models(_FLOAT)[0]
     writers, both = lt._in_context(conv.content)  # pylint: disable=protected-access
     (want,) = harness.predict(conv.content, [2 * x])
-    (got,) = harness.predict(both, [x])
+    got, woken = harness.predict(both, [x, wake])
     np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_array_equal(woken, 2 * wake)
 
   def test_probe_op_is_a_1x1_convolution_with_its_weights(self):
     probe = lt._probe_op(channels=8, size=2)  # pylint: disable=protected-access
