@@ -246,14 +246,19 @@ def _operator_code(builtin):
   return code
 
 
-def _new_tensor(fb, shape, dtype, name):
-  """Appends an activation tensor (with its own empty buffer) to `fb`'s graph; its index."""
-  tensor = schema.TensorT()
-  tensor.shape, tensor.type, tensor.name = list(shape), dtype, name
+def _append_tensor(fb, tensor):
+  """Appends `tensor` to `fb`'s graph as an activation with its own empty buffer; its index."""
   fb.buffers.append(schema.BufferT())
   tensor.buffer = len(fb.buffers) - 1
   fb.subgraphs[0].tensors.append(tensor)
   return len(fb.subgraphs[0].tensors) - 1
+
+
+def _new_tensor(fb, shape, dtype, name):
+  """Appends a new activation tensor to `fb`'s graph; its index."""
+  tensor = schema.TensorT()
+  tensor.shape, tensor.type, tensor.name = list(shape), dtype, name
+  return _append_tensor(fb, tensor)
 
 
 def _add_op(fb, source, output):
@@ -289,11 +294,8 @@ def _in_context(content):
       continue
     source = copy.copy(tensor)
     source.name = (tensor.name or b"") + b"_source"
-    fb.buffers.append(schema.BufferT())
-    source.buffer = len(fb.buffers) - 1
-    graph.tensors.append(source)
-    writers.append(_add_op(fb, len(graph.tensors) - 1, i))
-    inputs.append(len(graph.tensors) - 1)
+    inputs.append(_append_tensor(fb, source))
+    writers.append(_add_op(fb, inputs[-1], i))
     written.append(i)
   graph.inputs = inputs + [wake_in]
   operators, outputs = writers + list(graph.operators), list(graph.outputs) + [wake_out]
@@ -316,10 +318,7 @@ def _copies(content, count):
     for i in op.outputs:
       tensor = copy.copy(graph.tensors[i])
       tensor.name = (tensor.name or b"") + f"_copy{copy_index}".encode()
-      fb.buffers.append(schema.BufferT())
-      tensor.buffer = len(fb.buffers) - 1
-      graph.tensors.append(tensor)
-      outputs.append(len(graph.tensors) - 1)
+      outputs.append(_append_tensor(fb, tensor))
     twin = copy.copy(op)
     twin.outputs = outputs
     graph.operators.append(twin)
@@ -483,9 +482,9 @@ class LatencyTable:
     another process held the CPU (time the models the same way for a fair comparison).
 
     Each op is timed alone and in context (see the module docstring); an op whose model
-    fails in context gets its time alone as ``ms``. Ops with at
-    least 64 KiB of weights are also timed cold, and
-    the cache probe runs at the footprints `probe_mib` (empty: no probe, no correction).
+    fails in context gets its time alone as ``ms``. Ops with at least 64 KiB of weights are
+    also timed cold, and the cache probe runs at the footprints `probe_mib` (empty: no probe,
+    no correction).
     `cold=False` skips both, e.g. on an emulated target whose timings are not latency anyway.
     """
     target = target or targets.Local()
