@@ -29,6 +29,7 @@ import pathlib
 import matplotlib
 import numpy as np
 import tensorflow as tf
+import tqdm
 from absl import app, flags
 
 from _results import write_results
@@ -108,7 +109,8 @@ def _time_models(files, threads):
   one pass, not the model's every repeat (it once made two models measure 1.4-1.6x slow).
   """
   return {key: benchmark_lib.benchmark([path], threads=(threads,), runs=_RUNS.value)[0].median_ms
-          for key, path in files.items()}
+          for key, path in tqdm.tqdm(files.items(), desc=f"models at {threads} thread(s)",
+                                     unit="model", leave=False)}
 
 
 def _grid_ops(cache):

@@ -48,6 +48,7 @@ import pathlib
 
 import flatbuffers
 import numpy as np
+import tqdm
 from absl import app, flags, logging
 from ai_edge_litert import schema_py_generated as schema
 
@@ -70,6 +71,8 @@ _COLD_MAX_COPIES = 256
 _COLD_MIN_BYTES = 64 * 2**10
 #: Weight footprints (MiB) at which the cache probe runs.
 PROBE_MIB = (1, 4, 16, 64, 128, 256)
+#: Models timed per harness process (the progress bar advances a chunk at a time).
+_CHUNK = 32
 #: Floats the in-context waker adds: enough for XNNPACK to use every thread (4,096 is not).
 _WAKER_ELEMENTS = 65536
 
@@ -384,18 +387,30 @@ def grid_models(configs, seed=0):
   return result
 
 
-def _time(models, target, threads, runs, warmup, min_ms):
-  """Median ms of each ``(label, content)`` in `models` on `target` (nan where it fails)."""
-  request = {"models": [{"name": str(i), "content": base64.b64encode(content).decode()}
-                        for i, (_, content) in enumerate(models)],
-             "threads": [threads], "xnnpack": [True], "warmup": warmup, "runs": runs,
-             "min_ms": min_ms, "skip_errors": True}
-  reply = target.run(request)
-  for row, (label, _) in zip(reply["results"], models):
-    if "error" in row:
-      logging.warning("latency table: cannot time %s (%s); it stays out of the table",
-                      label, row["error"])
-  return reply["machine"], [row.get("median_ms", np.nan) for row in reply["results"]]
+def _time(models, target, threads, runs, warmup, min_ms, desc):
+  """Median ms of each ``(label, content)`` in `models` on `target` (nan where it fails).
+
+  The models go to the target `_CHUNK` at a time (a fresh harness process each; every model
+  warms up on its own anyway), so a progress bar named `desc` shows how far a table of
+  hundreds of ops has come.
+  """
+  machine, times = None, []
+  with tqdm.tqdm(total=len(models), desc=desc, unit="op", leave=False) as bar:
+    for start in range(0, len(models), _CHUNK):
+      chunk = models[start:start + _CHUNK]
+      request = {"models": [{"name": str(i), "content": base64.b64encode(content).decode()}
+                            for i, (_, content) in enumerate(chunk)],
+                 "threads": [threads], "xnnpack": [True], "warmup": warmup, "runs": runs,
+                 "min_ms": min_ms, "skip_errors": True}
+      reply = target.run(request)
+      for row, (label, _) in zip(reply["results"], chunk):
+        if "error" in row:
+          logging.warning("latency table: cannot time %s (%s); it stays out of the table",
+                          label, row["error"])
+      machine = reply["machine"]
+      times += [row.get("median_ms", np.nan) for row in reply["results"]]
+      bar.update(len(chunk))
+  return machine, times
 
 
 def _float_op_model(builtin, inputs, output_shape, options=None):
@@ -506,8 +521,9 @@ class LatencyTable:
              [(f"the cache probe at {mib} MiB", _copies(probe, mib))
               for mib in (probe_mib if cold else ())])
     machine, times = None, None
-    for _ in range(repeats):
-      machine, repeat = _time(timed, target, threads, runs, warmup, min_ms)
+    for k in range(repeats):
+      machine, repeat = _time(timed, target, threads, runs, warmup, min_ms,
+                              f"latency table at {threads} thread(s), pass {k + 1}/{repeats}")
       times = repeat if times is None else np.minimum(times, repeat).tolist()
     overhead, times = times[0], iter(times[1:])
     alone = [next(times) for _ in unique]

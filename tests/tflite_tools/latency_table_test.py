@@ -1,7 +1,9 @@
 """Tests for tflite_tools.latency_table (tflite-latency-table)."""
 
+import base64
 import json
 import os
+from unittest import mock
 
 import numpy as np
 from absl.testing import absltest
@@ -11,6 +13,7 @@ from tests.binaries import run_binary
 from tests.tflite_tools import tiny_models
 from tflite_tools import harness
 from tflite_tools import latency_table as lt
+from tflite_tools import targets
 
 
 def setUpModule():
@@ -132,6 +135,27 @@ class TableTest(absltest.TestCase):
     self.assertEqual(table.estimate(_INT8).missing,
                      ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "RESHAPE",
                       "FULLY_CONNECTED"))
+
+  def test_models_are_timed_a_chunk_per_process_in_order(self):
+    requests = []
+
+    class Echo(targets.Target):
+      """Answers each model with its content's length as its time; "bad" fails."""
+
+      def run(self, request):
+        requests.append(len(request["models"]))
+        contents = [base64.b64decode(m["content"]) for m in request["models"]]
+        return {"machine": "echo", "results": [
+            {"error": "cannot run"} if c == b"bad" else {"median_ms": float(len(c))}
+            for c in contents]}
+
+    models = [(f"op {k}", content) for k, content in enumerate([b"a", b"bb", b"bad", b"dddd",
+                                                                b"eeeee"])]
+    with mock.patch.object(lt, "_CHUNK", 2), self.assertLogs(level="WARNING") as logs:
+      machine, times = lt._time(models, Echo(), 1, 5, 1, 1.0, "test")  # pylint: disable=protected-access
+    self.assertEqual((machine, requests), ("echo", [2, 2, 1]))
+    np.testing.assert_array_equal(times, [1.0, 2.0, np.nan, 4.0, 5.0])
+    self.assertIn("cannot time op 2 (cannot run)", logs.output[0])
 
   def test_ops_with_large_weights_are_timed_cold(self):
     dense = tiny_models.float_bytes(keras.Sequential([
