@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from kslim._enum import Choice
-from kslim._keras import check_model
+from kslim._keras import check_model, keras
 from kslim.conversion import bias_correction as bias_correction_lib
 from kslim.conversion import calibration as calibration_lib
 from kslim.conversion import report as report_lib
@@ -129,7 +129,11 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
       converter.inference_input_type = _TF_DTYPES[io_dtype]
       converter.inference_output_type = _TF_DTYPES[io_dtype]
   with quant_ops.int8_container():  # sub-8-bit grids as int8 tensors (see its docstring)
-    content = report_lib.TFLiteModel(converter.convert())
+    try:
+      content = report_lib.TFLiteModel(converter.convert())
+    except Exception as error:  # pylint: disable=broad-except
+      _raise_for_dynamic_batch_rnn(model, error)
+      raise
   if output_path is not None:
     path = pathlib.Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +168,20 @@ def _check_trained(model):
       raise ValueError(
           f"kslim.convert: activation range of layer {layer.name!r} is empty ([{low}, {high}]): "
           "the QAT model has not seen data yet. Train it (fit) before converting.")
+
+
+def _raise_for_dynamic_batch_rnn(model, error):
+  """Raises a ValueError naming the recurrent layers when the converter failed on the tensor
+  lists a rolled RNN over a dynamic batch lowers to (TFLite's fused LSTM needs a fixed batch)."""
+  if "TensorListReserve" not in str(error):
+    return
+  rnns = [f"{layer.name!r} ({type(layer).__name__})" for layer in model.submodules
+          if isinstance(layer, keras.layers.RNN) and not layer.unroll]
+  if rnns and any(t.shape[0] is None for t in model.inputs):
+    raise ValueError(
+        f"kslim.convert: TFLite cannot convert recurrent layer(s) {', '.join(rnns)} of model "
+        f"{model.name!r} over a dynamic batch size; build the model with a fixed one, e.g. "
+        "keras.Input(shape, batch_size=1), and copy the weights over") from error
 
 
 def _single_input(model):

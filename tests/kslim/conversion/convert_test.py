@@ -201,5 +201,22 @@ class BiasCorrectionTest(absltest.TestCase):
     self.assertLess(shifts[True].max(), 0.25 * shifts[False].max())
 
 
+class RecurrentTest(absltest.TestCase):
+
+  def test_lstm_converts_at_a_fixed_batch_and_names_itself_over_a_dynamic_one(self):
+    def model(batch_size):
+      inputs = keras.Input((6, 4), batch_size=batch_size)
+      return keras.Model(inputs, keras.layers.LSTM(3, name="lstm")(inputs), name="rnn")
+    fixed = model(1)
+    x = np.random.default_rng(0).normal(size=(1, 6, 4)).astype(np.float32)
+    content = kslim.convert(fixed, "float32")
+    self.assertIn("UNIDIRECTIONAL_SEQUENCE_LSTM", content.report.ops_by_dtype["float32"])
+    np.testing.assert_allclose(TFLiteRunner(content).predict(x), fixed.predict(x, verbose=0),
+                               atol=1e-5)
+    with self.assertRaisesRegex(ValueError, "recurrent layer.*'lstm' \\(LSTM\\) of model 'rnn'"
+                                ".*batch_size=1"):
+      kslim.convert(model(None), "float32")
+
+
 if __name__ == "__main__":
   absltest.main()
