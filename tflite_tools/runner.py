@@ -55,6 +55,10 @@ class TFLiteRunner:
     self.interpreter = make_interpreter(self.content, num_threads, use_xnnpack,
                                         preserve_all_tensors)
     self._batch = None
+    # A model converted with a fixed batch runs in batches of it: a fused LSTM's state
+    # tensors have that batch and do not resize.
+    signature = self.input_details[0]["shape_signature"]
+    self.fixed_batch = int(signature[0]) if len(signature) and signature[0] > 0 else None
 
   @property
   def input_details(self):
@@ -90,18 +94,30 @@ class TFLiteRunner:
     inputs = [np.asarray(x) for x in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
     if len(inputs) != len(self.input_details):
       raise ValueError(f"the model has {len(self.input_details)} inputs, got {len(inputs)}")
-    self.resize(min(batch_size, len(inputs[0])))
     for x, detail in zip(inputs, self.input_details):
       self._check(x, detail)
+    count = len(inputs[0])
+    if self.fixed_batch is not None:
+      batch_size = self.fixed_batch
+    else:
+      self.resize(min(batch_size, count))
     outputs = [[] for _ in self.output_details]
-    for start in range(0, len(inputs[0]), batch_size):
+    for start in range(0, count, batch_size):
       chunk = [x[start:start + batch_size] for x in inputs]
-      self.resize(len(chunk[0]))
+      size = len(chunk[0])
+      if self.fixed_batch is None:
+        self.resize(size)
+      else:  # pad the last batch
+        chunk = [np.concatenate([x, np.zeros((batch_size - size,) + x.shape[1:], x.dtype)])
+                 for x in chunk]
       for x, detail in zip(chunk, self.input_details):
         self.interpreter.set_tensor(detail["index"], quantize(x, detail))
+      # A Keras LSTM starts every call from zero state; the converted file keeps its state in
+      # variable tensors that would otherwise carry over from the previous batch.
+      self.interpreter.reset_all_variables()
       self.interpreter.invoke()
       for out, detail in zip(outputs, self.output_details):
-        out.append(dequantize(self.interpreter.get_tensor(detail["index"]), detail))
+        out.append(dequantize(self.interpreter.get_tensor(detail["index"]), detail)[:size])
     results = [np.concatenate(out) for out in outputs]
     return results[0] if len(results) == 1 else results
 

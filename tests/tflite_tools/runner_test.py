@@ -32,6 +32,19 @@ class RunnerTest(absltest.TestCase):
     got = runner.TFLiteRunner(content).predict(x, batch_size=4)  # batches of 4, 4, 2
     np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
 
+  def test_lstm_state_does_not_carry_over_and_a_fixed_batch_is_padded(self):
+    # A converted LSTM keeps its state in variable tensors; Keras starts each call from zero.
+    inputs = keras.Input((5, 3), batch_size=2)
+    model = keras.Model(inputs, keras.layers.LSTM(4)(inputs))
+    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    x = np.random.default_rng(0).normal(size=(5, 5, 3)).astype(np.float32)
+    tflite = runner.TFLiteRunner(content)
+    self.assertEqual(tflite.fixed_batch, 2)
+    got = tflite.predict(x)  # batches of 2, the last one padded
+    self.assertEqual(got.shape, (5, 4))
+    np.testing.assert_allclose(got, model.predict(x, batch_size=2, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(tflite.predict(x[::-1])[::-1], got, atol=1e-6)
+
   def test_int8_io_is_quantized_and_dequantized(self):
     model, content = _int8_model_bytes()
     r = runner.TFLiteRunner(content)
