@@ -25,8 +25,9 @@ import threading
 
 import tensorflow as tf
 
-__all__ = ["MIN_BITS", "MAX_BITS", "check_num_bits", "fake_quant", "abs_max",
-           "symmetric_fake_quant", "pact", "ema_update", "int8_container", "disabled"]
+__all__ = ["MIN_BITS", "MAX_BITS", "check_num_bits", "fake_quant", "nudged_grid", "abs_max",
+           "symmetric_fake_quant", "pact", "ema_update", "int8_container", "disabled",
+           "weights_only", "is_weights_only"]
 
 MIN_BITS, MAX_BITS = 2, 8
 # Keeps a range away from zero width: an all-zero tensor would otherwise make scale 0.
@@ -80,6 +81,42 @@ def disabled():
   return _setting("disabled")
 
 
+def weights_only():
+  """Within this context, `fake_quant` quantizes weights with plain arithmetic and passes
+  activations through: a QAT model traced here is a float model whose kernels hold their
+  quantized values, which the converter folds into float constants (no fake-quant op is left).
+  TFLite's calibrating quantizer then finds every kernel already on its int8 grid; kslim.convert
+  goes this way for the ops the fake-quant path cannot reach (see `kslim.conversion.pinned`).
+  Weights are the tensors quantized with ``clip="none"``.
+  """
+  return _setting("weights_only")
+
+
+def is_weights_only():
+  """Whether a `weights_only` context is active (layers that change what they compute there,
+  like `QuantizedLSTM`, ask)."""
+  return getattr(_state, "weights_only", False)
+
+
+def nudged_grid(min_value, max_value, num_bits=8, narrow_range=False):
+  """The grid ``FakeQuantWithMinMaxVars`` puts [min, max] on: ``(scale, nudged_min,
+  nudged_max)`` as in the module docstring (TensorFlow's `Nudge`, zero point rounded half
+  away from zero). Works on tensors and numpy values alike."""
+  quant_min = 1.0 if narrow_range else 0.0
+  quant_max = 2.0 ** num_bits - 1.0
+  scale = (max_value - min_value) / (quant_max - quant_min)
+  zero_from_min = quant_min - min_value / scale
+  zero = tf.clip_by_value(tf.sign(zero_from_min) * tf.floor(tf.abs(zero_from_min) + 0.5),
+                          quant_min, quant_max)
+  return scale, (quant_min - zero) * scale, (quant_max - zero) * scale
+
+
+def _arithmetic_fake_quant(x, min_value, max_value, num_bits, narrow_range):
+  """`FakeQuantWithMinMaxVars` (per tensor or per last axis) as ops the converter folds."""
+  scale, low, high = nudged_grid(min_value, max_value, num_bits, narrow_range)
+  return tf.floor((tf.clip_by_value(x, low, high) - low) / scale + 0.5) * scale + low
+
+
 def check_num_bits(num_bits):
   """Returns `num_bits` if it is an int in [2, 8]; raises a ValueError naming it otherwise."""
   if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not (
@@ -110,10 +147,13 @@ def fake_quant(x, min_value, max_value, num_bits=8, narrow_range=False, per_chan
   check_num_bits(num_bits)
   if getattr(_state, "disabled", False):
     return tf.identity(x)
-  op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if per_channel
-        else tf.quantization.fake_quant_with_min_max_vars)
   if clip not in _CLIPS:
     raise ValueError(f"clip must be one of {_CLIPS}, got {clip!r}")
+  if is_weights_only():
+    return (_arithmetic_fake_quant(x, min_value, max_value, num_bits, narrow_range)
+            if clip == "none" else tf.identity(x))
+  op = (tf.quantization.fake_quant_with_min_max_vars_per_channel if per_channel
+        else tf.quantization.fake_quant_with_min_max_vars)
   if num_bits < MAX_BITS and getattr(_state, "container", False):
     step = (max_value - min_value) / (2 ** num_bits - 1 - int(narrow_range))
     if clip == "none" and narrow_range:

@@ -58,6 +58,37 @@ class FakeQuantTest(parameterized.TestCase):
       quant_ops.fake_quant(tf.constant(_X), -1.0, 1.0, bits)
 
 
+class WeightsOnlyTest(parameterized.TestCase):
+
+  @parameterized.parameters((8, True), (8, False), (4, True), (3, False))
+  def test_weights_are_the_fake_quant_op_in_plain_arithmetic(self, bits, narrow):
+    x = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+    low, high = np.float32([-1.3, -0.2, 0.1]), np.float32([1.1, 0.9, 2.0])
+    want = quant_ops.fake_quant(x, low, high, bits, narrow, per_channel=True, clip="none")
+    with quant_ops.weights_only():
+      self.assertTrue(quant_ops.is_weights_only())
+      got = quant_ops.fake_quant(x, low, high, bits, narrow, per_channel=True, clip="none")
+    self.assertFalse(quant_ops.is_weights_only())
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+  def test_activations_pass_through(self):
+    x = np.float32([[-3.0, 0.1234, 5.0]])
+    with quant_ops.weights_only():
+      np.testing.assert_array_equal(quant_ops.fake_quant(x, -1.0, 1.0, 8, clip="both"), x)
+      np.testing.assert_array_equal(quant_ops.pact(x, 1.0), x)
+
+  def test_nudged_grid_is_tensorflows(self):
+    # [-0.3, 1.0] on 8 bits: zero point 58.65 rounds to 59, the range shifts down by 0.35 step.
+    scale, low, high = (float(v) for v in quant_ops.nudged_grid(np.float32(-0.3),
+                                                                 np.float32(1.0), 8))
+    self.assertAlmostEqual(scale, 1.3 / 255, places=7)
+    self.assertAlmostEqual(low, -59 * 1.3 / 255, places=6)
+    self.assertAlmostEqual(high, 196 * 1.3 / 255, places=6)
+    x = np.linspace(-1, 2, 301, dtype=np.float32)
+    grid = np.clip(np.floor((x - low) / scale + 0.5), 0, 255) * scale + low
+    np.testing.assert_allclose(quant_ops.fake_quant(x, -0.3, 1.0, 8), grid, atol=1e-6)
+
+
 class PactTest(parameterized.TestCase):
 
   @parameterized.parameters(2, 4, 8)
