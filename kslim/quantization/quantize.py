@@ -19,6 +19,7 @@ from kslim._keras import check_model
 from kslim._keras import keras
 from kslim.quantization import folding
 from kslim.quantization import quantizers as quantizers_lib
+from kslim.quantization import recurrent
 from kslim.quantization import registry
 from kslim.quantization import wrapper
 from kslim.quantization.config import QuantConfig
@@ -74,13 +75,24 @@ def quantize(model, config=None):
   train_batch_norm = config.batch_norm == BatchNorm.TRAIN.value
   folding.canonicalize(graph, lambda layer: train_batch_norm and not config.is_skipped(layer))
   rules = _rules(graph, config)
+  _check_recurrent_bits(graph, config)
   config = config.with_edges(*_edges(graph, rules))
   _insert_activation_quantizers(graph, rules, config)
+  # A model with an LSTM converts without fake-quant ops (`kslim.conversion.pinned`), where
+  # nothing stops Dense and Conv1D kernels from keeping per-channel ranges.
+  any_channel = any(isinstance(op.layer, keras.layers.LSTM) for op in graph.ops)
   for op in graph.ops:
     rule = rules.get(op)
+    if rule is not None and rule.kind is _Kind.RECURRENT and not config.is_skipped(op.layer):
+      op.layer = recurrent.QuantizedLSTM(
+          op.layer, config.activation_quantizer_for(op.layer.name, class_name_of(op.layer),
+                                                    signed=True),
+          name=op.layer.name)
+      continue
     if rule is None or rule.kind is not _Kind.WEIGHTED or config.is_skipped(op.layer):
       continue
-    quantizer = config.weight_quantizer_for(op.layer, rule.depthwise, rule.per_channel)
+    quantizer = config.weight_quantizer_for(op.layer, rule.depthwise,
+                                            rule.per_channel or any_channel)
     if isinstance(op.layer, FoldedBatchNorm):
       op.layer.quantizer = quantizer  # quantizes the folded kernel itself; not built yet
     else:
@@ -96,7 +108,7 @@ def custom_objects():
       quantizers_lib.MovingAverageAbsMax, quantizers_lib.MovingAverageMinMax,
       quantizers_lib.PACT, quantizers_lib.FixedRange,
       wrapper.WeightQuantizeConfig, wrapper.ActivationQuantize, wrapper.QuantizeWrapper,
-      FoldedBatchNorm, Einsum)}
+      FoldedBatchNorm, Einsum, recurrent.QuantizedLSTM)}
   return objects
 
 
@@ -152,6 +164,21 @@ def _rules(graph, config):
                   "Their outputs are quantized so the rest of the model stays int8.",
                   stacklevel=3)
   return rules
+
+
+def _check_recurrent_bits(graph, config):
+  """An LSTM reaches TFLite's int8 kernel only through its calibrating quantizer
+  (`kslim.conversion.pinned`), which stores 8-bit grids: refuse fewer bits before training."""
+  lstms = [op.layer.name for op in graph.ops if isinstance(op.layer, keras.layers.LSTM)]
+  if not lstms:
+    return
+  low = sorted({op.layer.name for op in graph.ops
+                for settings in (config.for_layer(op.layer.name, class_name_of(op.layer)),)
+                if min(settings.weight_bits, settings.activation_bits) < 8})
+  if low or (config.edge_bits is not None and config.edge_bits < 8):
+    raise ValueError(f"kslim.quantize: model with LSTM layer(s) {lstms} needs 8-bit weights "
+                     f"and activations (TFLite's int8 LSTM is reached through its 8-bit "
+                     f"calibrating quantizer); fewer bits are set for {low or 'the edges'}")
 
 
 def _links(graph):
@@ -238,6 +265,8 @@ def _insert_activation_quantizers(graph, rules, config):
       return False
     if rule is not None and rule.kind is _Kind.PASSTHROUGH:
       return False  # already on its inputs' grid
+    if rule is not None and rule.kind is _Kind.RECURRENT:
+      return False  # the QuantizedLSTM holds its output range
     users = consumers.get(ref.id, [])
     fused = (len(users) == 1 and ref.id not in outputs and rules[users[0]] is not None
              and rules[users[0]].kind is _Kind.ACTIVATION

@@ -13,6 +13,8 @@ model computes what the int8 TFLite kernels compute:
   share one range, and the output, already on that grid, needs no fake-quant of its own.
 - `SAME_SCALE`: averages values (AveragePooling): TFLite keeps the input's scale but rounds,
   so the output is quantized again with the input's range.
+- `RECURRENT`: an LSTM TFLite's int8 kernel can run: replaced by a `QuantizedLSTM`, which
+  quantizes its gate weights and rounds its output at every step, and holds that range itself.
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ import enum
 from kslim._keras import keras
 from kslim.quantization.attention import Einsum
 from kslim.quantization.folded_batch_norm import FoldedBatchNorm
+from kslim.quantization import recurrent
 
 __all__ = ["Kind", "LayerRule", "rule_for", "FUSABLE_ACTIVATIONS", "NON_NEGATIVE_ACTIVATIONS"]
 
@@ -32,6 +35,7 @@ class Kind(enum.Enum):
   FIXED = "fixed"
   PASSTHROUGH = "passthrough"
   SAME_SCALE = "same_scale"
+  RECURRENT = "recurrent"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,7 @@ _ACT = LayerRule(Kind.ACTIVATION)
 # TFLite int8 Softmax/Logistic output scale 1/256 with zero point -128; Tanh 1/128, zero point 0.
 _PROBABILITY = LayerRule(Kind.FIXED, fixed_range=(0.0, 255.0 / 256.0))
 _TANH = LayerRule(Kind.FIXED, fixed_range=(-1.0, 127.0 / 128.0))
+_RECURRENT = LayerRule(Kind.RECURRENT)
 
 _BY_CLASS = {
     _L.Conv1D: _CONV1D, _L.Conv2D: _W, _L.Dense: _DENSE, _L.EinsumDense: _DENSE,
@@ -133,6 +138,8 @@ def rule_for(layer):
     return _ACTIVATIONS.get(activation_name(layer))
   if _is_op_lambda(layer):
     return _SYMBOLS.get(layer.symbol)
+  if isinstance(layer, _L.LSTM):
+    return None if recurrent.unsupported_reason(layer) else _RECURRENT
   for cls in type(layer).__mro__:
     if cls in _BY_CLASS:
       return _BY_CLASS[cls]
