@@ -9,6 +9,7 @@ from kslim._enum import Choice
 from kslim._keras import check_model, keras
 from kslim.conversion import bias_correction as bias_correction_lib
 from kslim.conversion import calibration as calibration_lib
+from kslim.conversion import pinned
 from kslim.conversion import report as report_lib
 from kslim.conversion import representative_data as representative_data_lib
 from kslim.quantization import quant_ops
@@ -99,8 +100,14 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
   if own_calibration and mode is not Mode.INT8:
     raise ValueError(f"kslim.convert: calibration={calibration.value!r} and bias_correction "
                      f"apply to mode='int8'; {mode.value!r} uses TFLite's min/max calibration")
+  # An LSTM in a QAT model (or one kslim calibrates) reaches int8 only through `pinned`.
+  recurrent = mode is Mode.INT8 and pinned.needs_calibration(model)
+  if recurrent and qat and representative_data is None:
+    raise ValueError(f"kslim.convert: QAT model {model.name!r} holds an LSTM; TFLite's int8 "
+                     "LSTM needs the ranges of its internal state calibrated: pass "
+                     "representative_data (a few hundred input examples)")
   examples = None
-  if mode in _CALIBRATED and not qat:
+  if mode in _CALIBRATED and (not qat or recurrent):
     examples = representative_data_lib.examples(
         representative_data, _single_input(model).shape[1:], num_samples)
   elif representative_data is not None and report and qat:
@@ -111,29 +118,18 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
     if bias_correction:
       bias_correction_lib.correct_biases(model, examples)
     qat = True
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
-  if mode is not Mode.FLOAT32:
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  if mode is Mode.FLOAT16:
-    converter.target_spec.supported_types = [tf.float16]
-  if mode in _CALIBRATED:
-    if qat:
-      _check_trained(model)
+  if qat and mode in _CALIBRATED:
+    _check_trained(model)
+  try:
+    if recurrent and qat:
+      io_type = _TF_DTYPES.get(io_dtype, tf.float32)
+      content = report_lib.TFLiteModel(pinned.convert(model, examples, io_type, io_type))
     else:
-      converter.representative_dataset = lambda: ([example[None]] for example in examples)
-      converter.target_spec.supported_ops = [
-          tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode is Mode.INT8 else
-          tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-      converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
-    if io_dtype is not IoDtype.FLOAT32:
-      converter.inference_input_type = _TF_DTYPES[io_dtype]
-      converter.inference_output_type = _TF_DTYPES[io_dtype]
-  with quant_ops.int8_container():  # sub-8-bit grids as int8 tensors (see its docstring)
-    try:
-      content = report_lib.TFLiteModel(converter.convert())
-    except Exception as error:  # pylint: disable=broad-except
-      _raise_for_dynamic_batch_rnn(model, error)
-      raise
+      content = report_lib.TFLiteModel(_tflite_convert(model, mode, qat, examples, per_channel,
+                                                       io_dtype))
+  except Exception as error:  # pylint: disable=broad-except
+    _raise_for_dynamic_batch_rnn(model, error)
+    raise
   if output_path is not None:
     path = pathlib.Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +141,28 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
   content.report = report_lib.build_report(mode.value, content, model if report else None,
                                            parity_inputs)
   return content
+
+
+def _tflite_convert(model, mode, qat, examples, per_channel, io_dtype):
+  """TFLiteConverter in `mode`: a QAT model with its fake-quant ranges, a float model
+  calibrated on `examples` by TFLite."""
+  converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  if mode is not Mode.FLOAT32:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  if mode is Mode.FLOAT16:
+    converter.target_spec.supported_types = [tf.float16]
+  if mode in _CALIBRATED:
+    if not qat:
+      converter.representative_dataset = lambda: ([example[None]] for example in examples)
+      converter.target_spec.supported_ops = [
+          tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode is Mode.INT8 else
+          tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+      converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    if io_dtype is not IoDtype.FLOAT32:
+      converter.inference_input_type = _TF_DTYPES[io_dtype]
+      converter.inference_output_type = _TF_DTYPES[io_dtype]
+  with quant_ops.int8_container():  # sub-8-bit grids as int8 tensors (see its docstring)
+    return converter.convert()
 
 
 def _io_dtype(mode, io_dtype):

@@ -65,9 +65,7 @@ def parity(qat_model, tflite_model, inputs):
   keras_values = probe(inputs, training=False)
   keras_values = [np.asarray(v) for v in (keras_values if len(probes) > 1 else [keras_values])]
 
-  runner = runner_lib.TFLiteRunner(tflite_model, preserve_all_tensors=True)
-  runner.predict(inputs, batch_size=len(inputs))
-  tflite_tensors = runner.intermediates()
+  tflite_tensors = _tflite_tensors(tflite_model, inputs)
   results = []
   for (layer, _), name, value in zip(probes, names, keras_values):
     scale = layer.scale()
@@ -85,6 +83,23 @@ def parity(qat_model, tflite_model, inputs):
       results.append(LayerParity(name, value.shape[1:], scale, best[0],
                                  float(best[1].max()), float((best[1] >= 0.5).mean())))
   return results
+
+
+def _tflite_tensors(tflite_model, inputs):
+  """``[(tensor detail, values over all inputs)]`` of the file's quantized tensors; a file with
+  a fixed batch (an LSTM's) runs batch by batch."""
+  runner = runner_lib.TFLiteRunner(tflite_model, preserve_all_tensors=True)
+  batch = runner.fixed_batch or len(inputs)
+  details, parts = {}, {}
+  for start in range(0, len(inputs), batch):
+    chunk = inputs[start:start + batch]
+    runner.predict(chunk, batch_size=batch)
+    for detail, values in runner.intermediates():
+      if not values.ndim:  # a scalar constant
+        continue
+      details[detail["index"]] = detail
+      parts.setdefault(detail["index"], []).append(values[:len(chunk)])
+  return [(details[index], np.concatenate(values)) for index, values in parts.items()]
 
 
 def format_parity(results):
