@@ -16,6 +16,7 @@ from kslim.quantization import quant_ops
 from kslim.quantization.quantize import activation_quantizers
 from kslim.quantization.quantize import input_quantizer
 from kslim.quantization.quantize import is_quantized
+from kslim.quantization.quantize import scope as quantization_scope
 
 __all__ = ["Mode", "IoDtype", "convert"]
 
@@ -56,6 +57,12 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
   ranges on `representative_data`, with TFLite's min/max or one of kslim's calibrators (see
   `kslim.conversion.calibration`).
 
+  TFLite converts a rolled RNN (LSTM, GRU) only over a fixed batch, so such a model over a
+  dynamic batch converts as a copy over a batch of 1. A QAT model with an LSTM (or a float one
+  that kslim calibrates) reaches TFLite's int8 LSTM only through its calibrating quantizer,
+  with the model's ranges pinned (`kslim.conversion.pinned`); `representative_data` then
+  calibrates the LSTM's internal state.
+
   Args:
     model: a tf_keras model.
     mode: ``"float32"`` (no quantization), ``"float16"`` (float16 weights), ``"dynamic"`` (int8
@@ -83,9 +90,12 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
   Raises:
     TypeError: `model` is not a tf_keras model; `representative_data` of the wrong kind.
     ValueError: an unknown or inconsistent option; a QAT model converted to another mode than
-      int8 or with an untrained activation range; bad representative data.
+      int8 or with an untrained activation range; a QAT model with an LSTM and no
+      representative data; bad representative data.
   """
   check_model(model, "kslim.convert")
+  if _has_rolled_rnn(model) and any(t.shape[0] is None for t in model.inputs):
+    model = _with_batch_one(model)
   mode = Mode.parse(mode, "conversion mode")
   calibration = calibration_lib.Calibration.parse(calibration, "calibration")
   io_dtype = _io_dtype(mode, io_dtype)
@@ -120,16 +130,12 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
     qat = True
   if qat and mode in _CALIBRATED:
     _check_trained(model)
-  try:
-    if recurrent and qat:
-      io_type = _TF_DTYPES.get(io_dtype, tf.float32)
-      content = report_lib.TFLiteModel(pinned.convert(model, examples, io_type, io_type))
-    else:
-      content = report_lib.TFLiteModel(_tflite_convert(model, mode, qat, examples, per_channel,
-                                                       io_dtype))
-  except Exception as error:  # pylint: disable=broad-except
-    _raise_for_dynamic_batch_rnn(model, error)
-    raise
+  if recurrent and qat:
+    io_type = _TF_DTYPES.get(io_dtype, tf.float32)
+    content = report_lib.TFLiteModel(pinned.convert(model, examples, io_type, io_type))
+  else:
+    content = report_lib.TFLiteModel(_tflite_convert(model, mode, qat, examples, per_channel,
+                                                     io_dtype))
   if output_path is not None:
     path = pathlib.Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,18 +194,20 @@ def _check_trained(model):
           "the QAT model has not seen data yet. Train it (fit) before converting.")
 
 
-def _raise_for_dynamic_batch_rnn(model, error):
-  """Raises a ValueError naming the recurrent layers when the converter failed on the tensor
-  lists a rolled RNN over a dynamic batch lowers to (TFLite's fused LSTM needs a fixed batch)."""
-  if "TensorListReserve" not in str(error):
-    return
-  rnns = [f"{layer.name!r} ({type(layer).__name__})" for layer in model.submodules
-          if isinstance(layer, keras.layers.RNN) and not layer.unroll]
-  if rnns and any(t.shape[0] is None for t in model.inputs):
-    raise ValueError(
-        f"kslim.convert: TFLite cannot convert recurrent layer(s) {', '.join(rnns)} of model "
-        f"{model.name!r} over a dynamic batch size; build the model with a fixed one, e.g. "
-        "keras.Input(shape, batch_size=1), and copy the weights over") from error
+def _has_rolled_rnn(model):
+  return any(isinstance(layer, keras.layers.RNN) and not layer.unroll
+             for layer in model.submodules)
+
+
+def _with_batch_one(model):
+  """A copy of `model` over a batch of 1, weights copied: TFLite converts a rolled RNN only
+  over a fixed batch (an LSTM fuses into one op), while models train over any."""
+  inputs = [keras.Input(batch_size=1, shape=t.shape[1:], dtype=t.dtype,
+                        name=t.name.split(":")[0]) for t in model.inputs]
+  with quantization_scope():  # QAT layers; a float model needs none
+    fixed = keras.models.clone_model(model, input_tensors=inputs)
+  fixed.set_weights(model.get_weights())
+  return fixed
 
 
 def _single_input(model):

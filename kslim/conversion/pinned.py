@@ -36,7 +36,6 @@ from kslim._keras import keras
 from kslim.quantization import quant_ops
 from kslim.quantization import quantizers
 from kslim.quantization.quantize import activation_quantizers
-from kslim.quantization.quantize import scope
 from tflite_tools.harness import make_interpreter
 
 __all__ = ["needs_calibration", "convert"]
@@ -63,8 +62,8 @@ def convert(model, examples, input_type=tf.float32, output_type=tf.float32):
   """Converts the QAT `model` to int8 through TFLite's calibration, its ranges pinned.
 
   Args:
-    model: a model from kslim.quantize (8-bit); over a dynamic batch, a copy over a batch of 1
-      is converted.
+    model: a model from kslim.quantize (8-bit), over a fixed batch (TFLite fuses an LSTM
+      only over one).
     examples: float32 input examples, ``(n,) + input shape``: calibration data for the ranges
       the QAT model does not hold (an LSTM's internal state).
     input_type: the file's input dtype (tf.int8 or tf.float32).
@@ -76,15 +75,13 @@ def convert(model, examples, input_type=tf.float32, output_type=tf.float32):
   Raises:
     ValueError: an activation range below 8 bits.
   """
-  if model.inputs[0].shape[0] is None:
-    model = _with_batch_one(model)
   holders = activation_quantizers(model)
   low = [layer.name for layer in holders if layer.quantizer.num_bits < 8]
   if low:
     raise ValueError(f"kslim.convert: layers {low} quantize below 8 bits; a model with an LSTM "
                      "converts through TFLite's 8-bit calibration (use 8 bits)")
   per_channel = _per_channel(model)
-  batch = model.inputs[0].shape[0] or 1
+  batch = model.inputs[0].shape[0]
   probes = [(layer, layer.get_output_at(index)) for layer in holders
             for index in call_sites(model, layer)]
   with quant_ops.weights_only():
@@ -109,17 +106,6 @@ def convert(model, examples, input_type=tf.float32, output_type=tf.float32):
   return tflite_convert.mlir_quantize(bytes(builder.Output()),
                                       disable_per_channel=not per_channel,
                                       input_data_type=input_type, output_data_type=output_type)
-
-
-def _with_batch_one(model):
-  """A copy of `model` over a batch of 1, weights copied: TFLite fuses an LSTM only over a
-  fixed batch, and a QAT model trains over any."""
-  inputs = [keras.Input(batch_size=1, shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0])
-            for t in model.inputs]
-  with scope():
-    fixed = keras.models.clone_model(model, input_tensors=inputs)
-  fixed.set_weights(model.get_weights())
-  return fixed
 
 
 def _per_channel(model):
