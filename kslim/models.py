@@ -8,7 +8,7 @@ distillation losses and TFLite comparisons want.
 from kslim._keras import keras
 
 __all__ = ["REFERENCE_MODELS", "reference_cnn", "plain_cnn", "standardized_cnn",
-           "mini_mobilenet_v2", "get", "adapt_normalization", "conv_bn_relu",
+           "mini_mobilenet_v2", "row_lstm", "get", "adapt_normalization", "conv_bn_relu",
            "depthwise_bn_relu", "inverted_residual"]
 
 _layers = keras.layers
@@ -167,11 +167,30 @@ def mini_mobilenet_v2(input_shape=(28, 28, 1), num_classes=10, width=1.0):
   return keras.Model(inputs, outputs, name="mini_mobilenet_v2")
 
 
+def row_lstm(input_shape=(28, 28, 1), num_classes=10, units=64):
+  """An LSTM reading an image row by row (28 steps of 28 pixels), then a Dense: the reference
+  sequence model, whose int8 file runs TFLite's integer LSTM kernel.
+
+  Args:
+    input_shape: (H, W, C) of one image; the H rows are the time steps.
+    num_classes: number of logits.
+    units: the LSTM's hidden size.
+
+  Returns:
+    A functional tf_keras model named ``row_lstm``.
+  """
+  inputs = keras.Input(input_shape, name="image")
+  x = _layers.Reshape((input_shape[0], input_shape[1] * input_shape[2]), name="rows")(inputs)
+  x = _layers.LSTM(units, name="lstm")(x)
+  return keras.Model(inputs, _layers.Dense(num_classes, name="logits")(x), name="row_lstm")
+
+
 REFERENCE_MODELS = {
     "reference_cnn": reference_cnn,
     "mini_mobilenet_v2": mini_mobilenet_v2,
     "plain_cnn": plain_cnn,
     "standardized_cnn": standardized_cnn,
+    "row_lstm": row_lstm,
 }
 
 

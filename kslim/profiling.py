@@ -1,7 +1,9 @@
 """Per-layer parameter and multiply-accumulate (MAC) counts of a Keras model.
 
 MACs follow the convention of the literature's FLOPs tables: only the multiply-accumulates of
-convolutions and dense layers count; bias, batch norm, activations and pooling are excluded.
+convolutions, dense layers and recurrent cells (their input and recurrent matrix products at
+every step) count; bias, batch norm, activations, gates' elementwise products and pooling are
+excluded.
 """
 
 import dataclasses
@@ -12,6 +14,7 @@ import tensorflow_model_optimization as tfmot
 from kslim._keras import call_sites, check_model, keras
 from kslim._table import format_table
 from kslim.quantization.folded_batch_norm import FoldedBatchNorm
+from kslim.quantization.recurrent import QuantizedLSTM
 
 __all__ = ["LayerProfile", "Profile", "mac_rule", "profile"]
 
@@ -48,6 +51,16 @@ def _dense_macs(layer, input_shape, output_shape):
   return math.prod(input_shape[1:]) * layer.units
 
 
+def _recurrent_macs(gates):
+  """LSTM (4 gates), GRU (3), SimpleRNN (1): each step multiplies the input and the previous
+  state by every gate's matrix, ``gates * units * (in + units)`` MACs."""
+  def macs(layer, input_shape, output_shape):
+    del output_shape
+    steps, features = input_shape[1], input_shape[-1]
+    return steps * gates * layer.units * (features + layer.units)
+  return macs
+
+
 # Looked up along the layer's MRO, so subclasses (Conv2DTranspose is a Conv2D) find their own.
 _MAC_RULES = {
     keras.layers.Conv1D: _conv_macs,
@@ -61,12 +74,16 @@ _MAC_RULES = {
     keras.layers.SeparableConv1D: _separable_macs,
     keras.layers.SeparableConv2D: _separable_macs,
     keras.layers.Dense: _dense_macs,
+    keras.layers.LSTM: _recurrent_macs(4),
+    keras.layers.GRU: _recurrent_macs(3),
+    keras.layers.SimpleRNN: _recurrent_macs(1),
 }
 
 
 def mac_rule(layer):
   """The MAC count function ``(layer, input_shape, output_shape) -> int`` for `layer`, or None."""
-  if isinstance(layer, (tfmot.quantization.keras.QuantizeWrapper, FoldedBatchNorm)):
+  if isinstance(layer, (tfmot.quantization.keras.QuantizeWrapper, FoldedBatchNorm,
+                        QuantizedLSTM)):
     layer = layer.layer  # fake-quantizes the inner layer's weights; the arithmetic is the same
   for cls in type(layer).__mro__:
     if cls in _MAC_RULES:

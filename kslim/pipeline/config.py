@@ -34,7 +34,8 @@ LOSSES = ("soft_label", "fitnet", "logits_l2")  # FSP needs layer pairs: Python 
 QUANTIZERS = ("abs_max", "moving_average_abs_max", "channel_wise_abs_max", "channel_wise_mse",
               "pact")
 # kslim.models.REFERENCE_MODELS' names, spelled out so that reading a config needs no TensorFlow.
-_REFERENCE_MODELS = ("reference_cnn", "plain_cnn", "standardized_cnn", "mini_mobilenet_v2")
+_REFERENCE_MODELS = ("reference_cnn", "plain_cnn", "standardized_cnn", "mini_mobilenet_v2",
+                     "row_lstm")
 
 
 class ConfigError(ValueError):

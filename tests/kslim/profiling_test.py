@@ -84,6 +84,21 @@ class ProfileTest(absltest.TestCase):
     self.assertEqual(qat_profile["block2_conv"].macs, 14 * 14 * 32 * 9 * 16)
     self.assertEqual(qat_profile["quant_logits"].macs, 64 * 10)
 
+  def test_recurrent_layers_count_both_matrix_products_at_every_step(self):
+    inputs = keras.Input((7, 5))
+    x = L.LSTM(6, return_sequences=True, name="lstm")(inputs)
+    x = L.GRU(4, return_sequences=True, name="gru")(x)
+    x = L.SimpleRNN(3, name="rnn")(x)
+    p = kslim.profile(keras.Model(inputs, x))
+    self.assertEqual(p["lstm"].macs, 7 * 4 * 6 * (5 + 6))  # steps * gates * units * (in + units)
+    self.assertEqual(p["gru"].macs, 7 * 3 * 4 * (6 + 4))
+    self.assertEqual(p["rnn"].macs, 7 * 1 * 3 * (4 + 3))
+    # The QAT model's QuantizedLSTM runs the same products.
+    reference = models.row_lstm()
+    qat = kslim.profile(kslim.quantize(reference))
+    self.assertEqual(qat["lstm"].macs, 28 * 4 * 64 * (28 + 64))
+    self.assertEqual(qat.total_macs, kslim.profile(reference).total_macs)
+
   def test_table_lists_layers_and_totals(self):
     text = str(kslim.profile(models.reference_cnn()))
     self.assertIn("block1_conv (Conv2D)", text)
