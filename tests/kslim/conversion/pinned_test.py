@@ -1,5 +1,7 @@
 """kslim.conversion.pinned: QAT models with an LSTM to int8 TFLite with their ranges."""
 
+import warnings
+
 import numpy as np
 from absl.testing import absltest
 
@@ -49,7 +51,9 @@ class PinnedConversionTest(absltest.TestCase):
     super().setUpClass()
     cls.qat = _trained_qat()
     cls.x, _ = _data(128, seed=1)
-    cls.content = kslim.convert(cls.qat, "int8", representative_data=cls.x, report=True)
+    with warnings.catch_warnings(record=True) as cls.warnings:
+      warnings.simplefilter("always")
+      cls.content = kslim.convert(cls.qat, "int8", representative_data=cls.x, report=True)
 
   def test_every_op_is_int8_with_the_lstm_kernel(self):
     ops = self.content.report.ops_by_dtype
@@ -59,6 +63,8 @@ class PinnedConversionTest(absltest.TestCase):
     self.assertEqual(self.content.report.float_ops, ())
 
   def test_the_file_holds_the_ranges_learned_in_training(self):
+    self.assertEqual([str(w.message) for w in self.warnings if "matched" in str(w.message)],
+                     [])
     # The parity report matches tensors by scale: every range holder found its tensor.
     parity = {entry.layer: entry for entry in self.content.report.parity}
     self.assertEqual(set(parity), {"x_quant", "relu_quant", "lstm", "logits_quant"})
