@@ -79,7 +79,7 @@ def _variant_model(baseline, spec):
   return quantize(model, QuantConfig(**spec))
 
 
-def _export(model, spec, path):
+def _export(model, spec, path, x_train):
   if spec is None:
     return convert(model, "float32", output_path=path)
   if spec == "tfmot":  # tfmot's own export path: the converter reads its fake-quant ranges
@@ -88,7 +88,9 @@ def _export(model, spec, path):
     content = converter.convert()
     path.write_bytes(content)
     return content
-  return convert(model, "int8", output_path=path, io_dtype="float32")
+  # Training images calibrate what no QAT range covers (an LSTM's internal state).
+  return convert(model, "int8", output_path=path, io_dtype="float32",
+                 representative_data=x_train[:256])
 
 
 def _measure(name, model, content, path, x_test, y_test, float_ms):
@@ -125,7 +127,7 @@ def _benchmark_model(name):
     fit_classifier(model, x_train, y_train, _EXTRA_EPOCHS.value, learning_rate=schedule)
     epoch_seconds[variant] = (time.perf_counter() - start) / _EXTRA_EPOCHS.value
     path = workdir / f"qat_{variant.replace(' ', '_').replace(':', '-')}.tflite"
-    content = _export(model, spec, path)
+    content = _export(model, spec, path, x_train)
     row = _measure(f"{name} {variant}", model, content, path, x_test, y_test, float_ms)
     row["epoch_seconds"] = epoch_seconds[variant]
     rows.append(row)

@@ -73,7 +73,7 @@ def main(argv):
   fit_classifier(qat, x_train, y_train, _EPOCHS.value, _BATCH_SIZE.value, schedule, _SEED.value)
   logging.info("QAT fine-tuning took %.1f s", time.perf_counter() - began)
   content = convert(qat, "int8", output_path=_OUTPUT_TFLITE.value, io_dtype=_IO_DTYPE.value,
-                    representative_data=x_test[:256], report=_REPORT.value)
+                    representative_data=x_train[:256], report=_REPORT.value)
   if _OUTPUT_KERAS.value:
     pathlib.Path(_OUTPUT_KERAS.value).parent.mkdir(parents=True, exist_ok=True)
     qat.save(_OUTPUT_KERAS.value)

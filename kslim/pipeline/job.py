@@ -189,7 +189,9 @@ class _Job:
     self.model = quantize(self.model, config)
     if spec["epochs"]:
       self.fit(self.model, spec["epochs"], spec["learning_rate"], stage_dir)
-    return convert(self.model, "int8", output_path=stage_dir / "model.tflite")
+    (x_train, _), _ = self.data  # calibrates an LSTM's internal state, which QAT leaves open
+    return convert(self.model, "int8", representative_data=x_train[:256],
+                   output_path=stage_dir / "model.tflite")
 
   def ptq(self, spec, stage_dir):
     (x_train, _), _ = self.data

@@ -9,6 +9,7 @@ import kslim
 from kslim._keras import keras
 from tests import fake_fashion_mnist
 from tests.binaries import run_binary
+from tflite_tools import analyze
 
 
 def _run(*args):
@@ -34,6 +35,16 @@ class QuantizeBinaryTest(absltest.TestCase):
     with kslim.quantization.scope():
       loaded = keras.models.load_model(qat_path)
     self.assertTrue(kslim.quantization.is_quantized(loaded))
+
+  def test_a_reference_lstm_exports_the_int8_lstm_kernel(self):
+    tmp = self.create_tempdir().full_path
+    data = fake_fashion_mnist.write_npz(tmp)
+    tflite = os.path.join(tmp, "lstm.tflite")
+    proc = _run("--reference=row_lstm", f"--dataset={data}", "--epochs=1", "--batch_size=32",
+                f"--output_tflite={tflite}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertRegex(proc.stdout, r"QAT w8a8\s+\d+\.\d\d%\s+\d+\.\d\d%")
+    self.assertIn("UNIDIRECTIONAL_SEQUENCE_LSTM", analyze.analyze(tflite).ops_by_dtype["int8"])
 
   def test_flag_errors_name_the_flag(self):
     proc = _run("--reference=reference_cnn", "--output_tflite=out.bin")
