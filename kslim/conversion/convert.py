@@ -61,7 +61,9 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
   dynamic batch converts as a copy over a batch of 1. A QAT model with an LSTM (or a float one
   that kslim calibrates) reaches TFLite's int8 LSTM only through its calibrating quantizer,
   with the model's ranges pinned (`kslim.conversion.pinned`); `representative_data` then
-  calibrates the LSTM's internal state.
+  calibrates the LSTM's internal state. TFLite's own calibrator crashes the process on the
+  WHILE loop a GRU or SimpleRNN becomes, so for those ``calibration="minmax"`` runs as kslim's
+  calibration of the same ranges (``"percentile"`` at 100) and int16x8 is refused.
 
   Args:
     model: a tf_keras model.
@@ -99,6 +101,15 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
   mode = Mode.parse(mode, "conversion mode")
   calibration = calibration_lib.Calibration.parse(calibration, "calibration")
   io_dtype = _io_dtype(mode, io_dtype)
+  loops = [layer.name for layer in model.submodules if _is_loop_rnn(layer)]
+  if loops and mode in _CALIBRATED and not is_quantized(model):
+    # TFLite's calibrator crashes the process (a segfault) on the WHILE loop such a layer
+    # lowers to; kslim's calibration reaches the same min/max ranges through fake-quant ops.
+    if mode is Mode.INT16X8:
+      raise ValueError(f"kslim.convert: TFLite cannot calibrate recurrent layer(s) {loops} "
+                       "(GRU/SimpleRNN run as a WHILE loop) for int16x8; use mode='int8'")
+    if calibration is calibration_lib.Calibration.MINMAX:
+      calibration, percentile = calibration_lib.Calibration.PERCENTILE, 100.0
   own_calibration = (calibration is not calibration_lib.Calibration.MINMAX) or bias_correction
   qat = is_quantized(model)
   if qat and mode is not Mode.INT8:
@@ -197,6 +208,12 @@ def _check_trained(model):
 def _has_rolled_rnn(model):
   return any(isinstance(layer, keras.layers.RNN) and not layer.unroll
              for layer in model.submodules)
+
+
+def _is_loop_rnn(layer):
+  """A recurrent layer TFLite runs as a WHILE loop of ops (only an LSTM fuses into one op)."""
+  return (isinstance(layer, keras.layers.RNN) and not layer.unroll
+          and not isinstance(layer, keras.layers.LSTM))
 
 
 def _with_batch_one(model):

@@ -220,6 +220,21 @@ class RecurrentTest(absltest.TestCase):
       np.testing.assert_allclose(runner.predict(x), want, atol=tolerance)
     self.assertIsNone(model.inputs[0].shape[0])  # the model itself is not changed
 
+  def test_a_gru_calibrates_without_tflites_crashing_calibrator(self):
+    # TFLite's min/max calibrator segfaults on the GRU's WHILE loop; kslim's calibration of
+    # the same ranges converts it, the GRU staying float between int8 ops.
+    inputs = keras.Input((6, 4))
+    hidden = keras.layers.GRU(5, name="gru")(keras.layers.Dense(4, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden), name="gru_model")
+    x = np.random.default_rng(0).normal(size=(40, 6, 4)).astype(np.float32)
+    content = kslim.convert(model, "int8", representative_data=x, io_dtype="float32")
+    self.assertIn("WHILE", content.report.ops_by_dtype["int32"])
+    self.assertIn("FULLY_CONNECTED", content.report.ops_by_dtype["int8"])
+    np.testing.assert_allclose(TFLiteRunner(content).predict(x), model.predict(x, verbose=0),
+                               atol=0.05)
+    with self.assertRaisesRegex(ValueError, r"recurrent layer\(s\) \['gru'\].*int16x8"):
+      kslim.convert(model, "int16x8", representative_data=x)
+
 
 if __name__ == "__main__":
   absltest.main()
