@@ -63,7 +63,8 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
   with the model's ranges pinned (`kslim.conversion.pinned`); `representative_data` then
   calibrates the LSTM's internal state. TFLite's own calibrator crashes the process on the
   WHILE loop a GRU or SimpleRNN becomes, so for those ``calibration="minmax"`` runs as kslim's
-  calibration of the same ranges (``"percentile"`` at 100) and int16x8 is refused.
+  calibration of the same ranges (``"percentile"`` at 100); int16x8, which has no 16x8 LSTM
+  kernel either, is refused for recurrent models.
 
   Args:
     model: a tf_keras model.
@@ -93,7 +94,7 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
     TypeError: `model` is not a tf_keras model; `representative_data` of the wrong kind.
     ValueError: an unknown or inconsistent option; a QAT model converted to another mode than
       int8 or with an untrained activation range; a QAT model with an LSTM and no
-      representative data; bad representative data.
+      representative data; int16x8 of a recurrent model; bad representative data.
   """
   check_model(model, "kslim.convert")
   if _has_rolled_rnn(model) and any(t.shape[0] is None for t in model.inputs):
@@ -101,15 +102,16 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
   mode = Mode.parse(mode, "conversion mode")
   calibration = calibration_lib.Calibration.parse(calibration, "calibration")
   io_dtype = _io_dtype(mode, io_dtype)
-  loops = [layer.name for layer in model.submodules if _is_loop_rnn(layer)]
-  if loops and mode in _CALIBRATED and not is_quantized(model):
+  rnns = [layer.name for layer in model.submodules if _is_rolled_rnn(layer)]
+  if rnns and mode is Mode.INT16X8:
+    raise ValueError(f"kslim.convert: TFLite's int16x8 mode cannot hold recurrent layer(s) "
+                     f"{rnns} (no 16x8 LSTM kernel; its calibrator crashes on a GRU's WHILE "
+                     "loop); use mode='int8'")
+  if (mode is Mode.INT8 and calibration is calibration_lib.Calibration.MINMAX
+      and not is_quantized(model) and any(_is_loop_rnn(l) for l in model.submodules)):
     # TFLite's calibrator crashes the process (a segfault) on the WHILE loop such a layer
     # lowers to; kslim's calibration reaches the same min/max ranges through fake-quant ops.
-    if mode is Mode.INT16X8:
-      raise ValueError(f"kslim.convert: TFLite cannot calibrate recurrent layer(s) {loops} "
-                       "(GRU/SimpleRNN run as a WHILE loop) for int16x8; use mode='int8'")
-    if calibration is calibration_lib.Calibration.MINMAX:
-      calibration, percentile = calibration_lib.Calibration.PERCENTILE, 100.0
+    calibration, percentile = calibration_lib.Calibration.PERCENTILE, 100.0
   own_calibration = (calibration is not calibration_lib.Calibration.MINMAX) or bias_correction
   qat = is_quantized(model)
   if qat and mode is not Mode.INT8:
@@ -205,15 +207,17 @@ def _check_trained(model):
           "the QAT model has not seen data yet. Train it (fit) before converting.")
 
 
+def _is_rolled_rnn(layer):
+  return isinstance(layer, keras.layers.RNN) and not layer.unroll
+
+
 def _has_rolled_rnn(model):
-  return any(isinstance(layer, keras.layers.RNN) and not layer.unroll
-             for layer in model.submodules)
+  return any(_is_rolled_rnn(layer) for layer in model.submodules)
 
 
 def _is_loop_rnn(layer):
   """A recurrent layer TFLite runs as a WHILE loop of ops (only an LSTM fuses into one op)."""
-  return (isinstance(layer, keras.layers.RNN) and not layer.unroll
-          and not isinstance(layer, keras.layers.LSTM))
+  return _is_rolled_rnn(layer) and not isinstance(layer, keras.layers.LSTM)
 
 
 def _with_batch_one(model):

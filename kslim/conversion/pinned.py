@@ -42,10 +42,12 @@ __all__ = ["needs_calibration", "convert"]
 
 # Examples both models run to match tensors; a few tell apart tensors equal on one input.
 _MATCH_EXAMPLES = 8
-# A TFLite tensor matches a range holder's output within this fraction of its grid step:
-# float kernels differ a little (TFLite's LSTM up to 2e-4 after 28 steps of a trained model),
-# distinct tensors by far more.
+# A TFLite tensor matches a range holder's output when all but a few of its values lie within
+# a quarter of the holder's grid step. Float kernels differ a little, and TFLite's float LSTM
+# now and then more: on a trained row LSTM one output value of 512 came out 0.43 steps off,
+# the rest within 0.08. Distinct tensors differ in most values.
 _MATCH_STEPS = 0.25
+_MATCH_OUTLIERS = 0.01
 # Ops whose output keeps its input's scale (TFLite's same-scale rule).
 _SAME_SCALE = frozenset(("STRIDED_SLICE", "SLICE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
                          "TRANSPOSE", "GATHER"))
@@ -206,8 +208,9 @@ def _match(fb, graph, tflite_values, layers, keras_values):
     for layer, keras_value in zip(layers, keras_values):
       if keras_value.shape != value.shape:
         continue
-      error = np.abs(keras_value - value).max() / layer.scale()
-      if error <= _MATCH_STEPS and (best is None or error < best[0]):
+      steps = np.abs(keras_value - value) / layer.scale()
+      error = steps.mean()
+      if np.mean(steps > _MATCH_STEPS) <= _MATCH_OUTLIERS and (best is None or error < best[0]):
         best = (error, layer)
     if best is not None:
       pins[index] = _int8_range(best[1])

@@ -232,7 +232,8 @@ class RecurrentTest(absltest.TestCase):
     self.assertIn("FULLY_CONNECTED", content.report.ops_by_dtype["int8"])
     np.testing.assert_allclose(TFLiteRunner(content).predict(x), model.predict(x, verbose=0),
                                atol=0.05)
-    with self.assertRaisesRegex(ValueError, r"recurrent layer\(s\) \['gru'\].*int16x8"):
+    with self.assertRaisesRegex(ValueError, r"int16x8 mode cannot hold recurrent layer\(s\) "
+                                r"\['gru'\]"):
       kslim.convert(model, "int16x8", representative_data=x)
 
 
