@@ -9,6 +9,7 @@ from absl.testing import absltest
 from kslim import pipeline
 from kslim._keras import keras
 from tests import fake_fashion_mnist
+from tflite_tools import analyze
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -117,6 +118,19 @@ class JobTest(absltest.TestCase):
     self.assertLess(rows[1]["tflite_kb"], rows[2]["tflite_kb"])  # int8 < float16
     self.assertLess(rows[2]["tflite_kb"], rows[0]["tflite_kb"])  # float16 < float32
     self.assertEqual(rows[0]["latency_ms"], {})  # no benchmark strategy: not timed
+
+  def test_qat_job_on_the_reference_lstm_exports_the_int8_lstm(self):
+    workdir = self.create_tempdir().full_path
+    report = pipeline.run({"model": {"reference": "row_lstm", "train_epochs": 1},
+                           "dataset": self.data, "training": {"batch_size": 64},
+                           "strategies": [{"quantize": {"epochs": 1}}]}, workdir)
+    rows = report["rows"]
+    self.assertEqual([r["stage"] for r in rows], ["00_baseline", "01_quantize"])
+    self.assertEqual(rows[1]["macs"], rows[0]["macs"])
+    self.assertEqual(rows[0]["macs"], 28 * 4 * 64 * (28 + 64) + 64 * 10)  # LSTM + Dense
+    ops = analyze.analyze(rows[1]["tflite_file"]).ops_by_dtype
+    self.assertIn("UNIDIRECTIONAL_SEQUENCE_LSTM", ops["int8"])
+    self.assertLess(rows[1]["tflite_kb"], 0.4 * rows[0]["tflite_kb"])
 
   def test_invalid_config_fails_before_any_work(self):
     workdir = self.create_tempdir().full_path
