@@ -167,7 +167,7 @@ def collect_histograms(qat, layers, examples, batch_size=64):
   tensors, owners = [], []
   for index, layer in enumerate(layers):
     for node in range(len(layer.inbound_nodes)):
-      tensors.append(layer.get_input_at(node))
+      tensors.append(layer.quantized_tensor(node))
       owners.append(index)
   histograms = [Histogram() for _ in layers]
   with quant_ops.disabled():  # the float activations, traced without fake-quant ops

@@ -148,6 +148,10 @@ class QuantizedLSTM(ActivationQuantize):
     finally:
       cell.kernel, cell.recurrent_kernel = saved
 
+  def quantized_tensor(self, node):
+    """The LSTM's output: the values this layer rounds (its input is the sequence)."""
+    return self.get_output_at(node)
+
   def compute_output_shape(self, input_shape):
     return self.layer.compute_output_shape(input_shape)
 

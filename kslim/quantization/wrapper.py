@@ -106,6 +106,11 @@ class ActivationQuantize(keras.layers.Layer):
         lambda: self.quantizer(inputs, True, weights=self._quantizer_vars),
         lambda: self.quantizer(inputs, False, weights=self._quantizer_vars))
 
+  def quantized_tensor(self, node):
+    """The KerasTensor whose values this layer quantizes at its call `node`: its input (what
+    calibration collects)."""
+    return self.get_input_at(node)
+
   def range(self):
     """The (min, max) used at inference, as floats."""
     low, high = self.quantizer.range(self._quantizer_vars)

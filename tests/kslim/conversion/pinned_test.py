@@ -118,10 +118,16 @@ class PinnedConversionTest(absltest.TestCase):
                             0.97)
 
   def test_a_float_model_with_an_lstm_calibrates_with_kslims_calibrators(self):
+    # The LSTM's range comes from its float outputs (not its input sequence, which cost the
+    # row LSTM 30 points when it did).
     model = _model()
-    content = kslim.convert(model, "int8", representative_data=self.x, calibration="mse")
-    self.assertEqual(set(content.report.ops_by_dtype), {"int8"})
+    model.set_weights([w * 3 for w in model.get_weights()])  # h_t of both signs, near +-1
+    content = kslim.convert(model, "int8", representative_data=self.x, calibration="mse",
+                            io_dtype="float32")
     self.assertIn("UNIDIRECTIONAL_SEQUENCE_LSTM", content.report.ops_by_dtype["int8"])
+    want = model.predict(self.x, verbose=0)
+    got = TFLiteRunner(content).predict(self.x)
+    self.assertLess(np.abs(got - want).max(), 0.05 * np.abs(want).max())
 
 
 class PinnedErrorsTest(absltest.TestCase):
