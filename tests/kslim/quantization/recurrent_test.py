@@ -159,6 +159,14 @@ class QuantizeLSTMTest(absltest.TestCase):
     self.assertIs(type(qat.get_layer("lstm")), keras.layers.LSTM)
     self.assertTrue(any("lstm (LSTM)" in str(w.message) for w in caught))
 
+  def test_trains_under_mirrored_strategy(self):
+    x = _RNG.normal(size=(64, _STEPS, _FEATURES)).astype(np.float32)
+    with tf.distribute.MirroredStrategy().scope():
+      qat = kslim.quantize(self._model(), kslim.QuantConfig(activation_quantizer="pact"))
+      qat.compile(keras.optimizers.Adam(1e-3), "mse")
+    qat.fit(x, np.zeros((64, 2)), epochs=1, batch_size=16, verbose=0)
+    self.assertGreater(qat.get_layer("lstm").range()[1], 0.0)
+
   def test_fewer_than_8_bits_are_refused_before_training(self):
     for config in (kslim.QuantConfig(weight_bits=4),
                    kslim.QuantConfig(overrides={"logits": {"activation_bits": 4}})):
