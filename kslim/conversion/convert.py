@@ -97,23 +97,23 @@ def convert(model, mode="float32", representative_data=None, calibration="minmax
       representative data; int16x8 of a recurrent model; bad representative data.
   """
   check_model(model, "kslim.convert")
-  if _has_rolled_rnn(model) and any(t.shape[0] is None for t in model.inputs):
+  rnns = [layer.name for layer in model.submodules if _is_rolled_rnn(layer)]
+  if rnns and any(t.shape[0] is None for t in model.inputs):
     model = _with_batch_one(model)
   mode = Mode.parse(mode, "conversion mode")
   calibration = calibration_lib.Calibration.parse(calibration, "calibration")
   io_dtype = _io_dtype(mode, io_dtype)
-  rnns = [layer.name for layer in model.submodules if _is_rolled_rnn(layer)]
+  qat = is_quantized(model)
   if rnns and mode is Mode.INT16X8:
     raise ValueError(f"kslim.convert: TFLite's int16x8 mode cannot hold recurrent layer(s) "
                      f"{rnns} (no 16x8 LSTM kernel; its calibrator crashes on a GRU's WHILE "
                      "loop); use mode='int8'")
   if (mode is Mode.INT8 and calibration is calibration_lib.Calibration.MINMAX
-      and not is_quantized(model) and any(_is_loop_rnn(l) for l in model.submodules)):
+      and not qat and any(_is_loop_rnn(l) for l in model.submodules)):
     # TFLite's calibrator crashes the process (a segfault) on the WHILE loop such a layer
     # lowers to; kslim's calibration reaches the same min/max ranges through fake-quant ops.
     calibration, percentile = calibration_lib.Calibration.PERCENTILE, 100.0
   own_calibration = (calibration is not calibration_lib.Calibration.MINMAX) or bias_correction
-  qat = is_quantized(model)
   if qat and mode is not Mode.INT8:
     raise ValueError(f"kslim.convert: model {model.name!r} is a QAT model (kslim.quantize); "
                      f"convert it with mode='int8', not {mode.value!r}")
@@ -209,10 +209,6 @@ def _check_trained(model):
 
 def _is_rolled_rnn(layer):
   return isinstance(layer, keras.layers.RNN) and not layer.unroll
-
-
-def _has_rolled_rnn(model):
-  return any(_is_rolled_rnn(layer) for layer in model.submodules)
 
 
 def _is_loop_rnn(layer):
