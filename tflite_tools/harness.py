@@ -179,11 +179,22 @@ def predict(content, inputs, threads=None, use_xnnpack=True):
     One float32 array per model output.
   """
   interpreter = make_interpreter(content, threads, use_xnnpack)
-  _set_inputs(interpreter, [quantize(x, d) for x, d in
-                            zip(inputs, interpreter.get_input_details())])
-  interpreter.invoke()
-  return [dequantize(interpreter.get_tensor(d["index"]), d)
-          for d in interpreter.get_output_details()]
+  signature = interpreter.get_input_details()[0]["shape_signature"]
+  count = len(inputs[0])
+  # A file with a fixed batch (a fused LSTM's) runs in batches of it, the last one padded.
+  batch = int(signature[0]) if len(signature) and signature[0] > 0 else count
+  outputs = []
+  for start in range(0, count, batch):
+    chunk = [x[start:start + batch] for x in inputs]
+    chunk = [np.concatenate([x, np.zeros((batch - len(x),) + x.shape[1:], x.dtype)])
+             for x in chunk]
+    _set_inputs(interpreter, [quantize(x, d) for x, d in
+                              zip(chunk, interpreter.get_input_details())])
+    interpreter.reset_all_variables()  # an LSTM's state starts at zero, as in Keras
+    interpreter.invoke()
+    outputs.append([dequantize(interpreter.get_tensor(d["index"]), d)
+                    for d in interpreter.get_output_details()])
+  return [np.concatenate(parts)[:count] for parts in zip(*outputs)]
 
 
 def encode_array(array):

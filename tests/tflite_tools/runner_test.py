@@ -7,6 +7,7 @@ from absl.testing import absltest
 from kslim import models
 from kslim._keras import keras
 from tests.tflite_tools import tiny_models
+from tflite_tools import harness
 from tflite_tools import runner
 
 
@@ -44,6 +45,8 @@ class RunnerTest(absltest.TestCase):
     self.assertEqual(got.shape, (5, 4))
     np.testing.assert_allclose(got, model.predict(x, batch_size=2, verbose=0), atol=1e-5)
     np.testing.assert_allclose(tflite.predict(x[::-1])[::-1], got, atol=1e-6)
+    # The harness (what remote targets and the emulator run) batches the same way.
+    np.testing.assert_allclose(harness.predict(content, [x])[0], got, atol=1e-6)
 
   def test_int8_io_is_quantized_and_dequantized(self):
     model, content = _int8_model_bytes()
