@@ -14,8 +14,9 @@ converted in three steps:
    the same examples, and a TFLite tensor takes the range of the `ActivationQuantize` (or
    `QuantizedLSTM`) whose output it equals. A pinned range is the QAT grid written as the
    [min, max] TFLite turns back into that exact scale and zero point. Ops that keep their
-   input's scale (slices, reshapes) pass a pinned range back to their input, and an LSTM's
-   hidden state (its state input and its last intermediate) takes its output's range.
+   input's scale (slices, reshapes, reversals) pass a pinned range on to their output or back
+   to their input, and an LSTM's hidden state (its state input and its last intermediate)
+   takes its output's range.
 3. TFLite's quantizer quantizes the edited model. The kernels are already on their 8-bit
    grids, which the quantizer finds again (abs max / 127), so the file holds the QAT weights.
 
@@ -50,7 +51,7 @@ _MATCH_STEPS = 0.25
 _MATCH_OUTLIERS = 0.01
 # Ops whose output keeps its input's scale (TFLite's same-scale rule).
 _SAME_SCALE = frozenset(("STRIDED_SLICE", "SLICE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
-                         "TRANSPOSE", "GATHER"))
+                         "TRANSPOSE", "GATHER", "REVERSE_V2"))
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 # UNIDIRECTIONAL_SEQUENCE_LSTM: the hidden-state input, and the intermediate holding h_t.
 _LSTM_STATE_INPUT = 18
@@ -223,7 +224,14 @@ def _match(fb, graph, tflite_values, layers, keras_values):
 
 
 def _propagate(fb, graph, pins):
-  """Pinned ranges flow back through same-scale ops, and into an LSTM's hidden state."""
+  """Pinned ranges flow through same-scale ops (forwards, then backwards), and into an LSTM's
+  hidden state. These ops move int8 values without requantizing, so TFLite's file is wrong
+  when their input and output ranges differ (a REVERSE_V2 before a backwards LSTM was)."""
+  for op in graph.operators:
+    name = _OP_NAMES.get(fb.operatorCodes[op.opcodeIndex].builtinCode)
+    if (name in _SAME_SCALE and op.inputs[0] in pins and op.outputs[0] not in pins
+        and _is_activation(fb, graph.tensors[op.outputs[0]])):
+      pins[op.outputs[0]] = pins[op.inputs[0]]
   for op in reversed(graph.operators):
     name = _OP_NAMES.get(fb.operatorCodes[op.opcodeIndex].builtinCode)
     output = op.outputs[0]

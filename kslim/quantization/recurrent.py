@@ -37,14 +37,14 @@ _GATES = 4  # Keras orders an LSTM kernel's columns as input, forget, cell, outp
 def unsupported_reason(layer):
   """Why `QuantizedLSTM` cannot stand in for the LSTM `layer`, or None when it can.
 
-  TFLite fuses only the standard cell (tanh, sigmoid gates) into its LSTM kernel; the other
-  options change what is computed in ways the int8 kernel does not follow.
+  TFLite fuses only the standard cell (tanh, sigmoid gates) into its LSTM kernel (a backwards
+  one after a REVERSE_V2); the other options change what is computed in ways the int8 kernel
+  does not follow.
   """
   checks = (
       (keras.activations.serialize(layer.activation) == "tanh", "activation is not tanh"),
       (keras.activations.serialize(layer.recurrent_activation) == "sigmoid",
        "recurrent_activation is not sigmoid"),
-      (not layer.go_backwards, "go_backwards"),
       (not layer.stateful, "stateful"),
       (not layer.return_state, "return_state"),
       (not layer.dropout and not layer.recurrent_dropout, "dropout"),
@@ -67,7 +67,8 @@ def quantize_gates(kernel):
 
 @_register
 class QuantizedLSTM(ActivationQuantize):
-  """`layer` (a Keras LSTM) with 8-bit gate weights and its output quantized at every step.
+  """`layer` (a Keras LSTM, forwards or backwards) with 8-bit gate weights and its output
+  quantized at every step.
 
   Args:
     layer: the LSTM; see `unsupported_reason` for the options it may not use.
@@ -135,6 +136,7 @@ class QuantizedLSTM(ActivationQuantize):
       return h, [h, c]
 
     last, sequence, _ = keras.backend.rnn(step, projected, [zeros, zeros],
+                                          go_backwards=self.layer.go_backwards,
                                           unroll=self.layer.unroll)
     return sequence if self.layer.return_sequences else last
 

@@ -79,6 +79,18 @@ class QuantizedLSTMTest(absltest.TestCase):
     once = round_h(_np_lstm(x, q_kernel, q_recurrent, bias, lambda h: h))
     self.assertGreater(np.abs(once - got).max(), 0.01)
 
+  def test_a_backwards_lstm_reads_the_sequence_from_its_end(self):
+    layer = recurrent.QuantizedLSTM(keras.layers.LSTM(_UNITS, go_backwards=True),
+                                    quantizers.PACT(8, signed=True))
+    layer.build((None, _STEPS, _FEATURES))
+    layer._quantizer_vars["alpha"].assign(0.3)  # pylint: disable=protected-access
+    x = _RNG.normal(size=(8, _STEPS, _FEATURES)).astype(np.float32)
+    kernel, recurrent_kernel, bias = layer.layer.get_weights()
+    round_h = lambda h: np_fake_quant(h, -0.3, 0.3, 8, True)
+    want = round_h(_np_lstm(x[:, ::-1], _np_gates(kernel), _np_gates(recurrent_kernel), bias,
+                            round_h))
+    np.testing.assert_allclose(layer(x, training=False).numpy(), want, atol=1e-5)
+
   def test_weights_only_is_the_keras_lstm_with_quantized_kernels(self):
     layer = _layer(bound=0.3)
     x = _RNG.normal(size=(8, _STEPS, _FEATURES)).astype(np.float32)
@@ -127,7 +139,7 @@ class QuantizedLSTMTest(absltest.TestCase):
     self.assertIsInstance(loaded.get_layer("lstm"), recurrent.QuantizedLSTM)
 
   def test_options_the_int8_kernel_does_not_run_are_refused(self):
-    for lstm, reason in ((keras.layers.LSTM(2, go_backwards=True), "go_backwards"),
+    for lstm, reason in ((keras.layers.LSTM(2, stateful=True), "stateful"),
                          (keras.layers.LSTM(2, activation="relu"), "activation is not tanh"),
                          (keras.layers.LSTM(2, recurrent_dropout=0.1), "dropout")):
       self.assertEqual(recurrent.unsupported_reason(lstm), reason)
@@ -155,7 +167,7 @@ class QuantizeLSTMTest(absltest.TestCase):
   def test_an_lstm_the_kernel_cannot_run_stays_float_with_the_warning(self):
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
-      qat = kslim.quantize(self._model(go_backwards=True))
+      qat = kslim.quantize(self._model(activation="relu"))
     self.assertIs(type(qat.get_layer("lstm")), keras.layers.LSTM)
     self.assertTrue(any("lstm (LSTM)" in str(w.message) for w in caught))
 
