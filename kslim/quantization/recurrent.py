@@ -111,10 +111,8 @@ class QuantizedLSTM(ActivationQuantize):
     if training:  # statistics from the unrounded outputs (PACT's first level, EMAs)
       self.quantizer(self._recurrence(inputs, kernel, recurrent, None), True,
                      weights=self._quantizer_vars)
-    outputs = self._recurrence(
-        inputs, kernel, recurrent,
-        lambda h: self.quantizer(h, False, weights=self._quantizer_vars))
-    return outputs
+    return self._recurrence(inputs, kernel, recurrent,
+                            lambda h: self.quantizer(h, False, weights=self._quantizer_vars))
 
   def _recurrence(self, inputs, kernel, recurrent, round_hidden):
     """The LSTM over time; `round_hidden` (or nothing) applied to every ``h_t``."""
