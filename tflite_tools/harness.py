@@ -24,7 +24,7 @@ import time
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
-__all__ = ["make_interpreter", "quantize", "dequantize", "random_inputs", "measure", "predict",
+__all__ = ["make_interpreter", "fixed_batch", "pad_batch", "quantize", "dequantize", "random_inputs", "measure", "predict",
            "serve", "encode_array", "decode_array"]
 
 
@@ -45,6 +45,18 @@ def make_interpreter(content, threads=None, use_xnnpack=True, preserve_all_tenso
                                    experimental_preserve_all_tensors=preserve_all_tensors)
   interpreter.allocate_tensors()
   return interpreter
+
+
+def fixed_batch(interpreter):
+  """The batch a file was converted with, or None when it takes any: a fused LSTM's state
+  tensors have that batch and do not resize, so such a file runs in batches of it."""
+  signature = interpreter.get_input_details()[0]["shape_signature"]
+  return int(signature[0]) if len(signature) and signature[0] > 0 else None
+
+
+def pad_batch(x, batch):
+  """`x` with zero examples appended up to `batch` (the last batch of a fixed-batch file)."""
+  return np.concatenate([x, np.zeros((batch - len(x),) + x.shape[1:], x.dtype)])
 
 
 def quantize(x, detail):
@@ -179,15 +191,11 @@ def predict(content, inputs, threads=None, use_xnnpack=True):
     One float32 array per model output.
   """
   interpreter = make_interpreter(content, threads, use_xnnpack)
-  signature = interpreter.get_input_details()[0]["shape_signature"]
   count = len(inputs[0])
-  # A file with a fixed batch (a fused LSTM's) runs in batches of it, the last one padded.
-  batch = int(signature[0]) if len(signature) and signature[0] > 0 else count
+  batch = fixed_batch(interpreter) or count
   outputs = []
   for start in range(0, count, batch):
-    chunk = [x[start:start + batch] for x in inputs]
-    chunk = [np.concatenate([x, np.zeros((batch - len(x),) + x.shape[1:], x.dtype)])
-             for x in chunk]
+    chunk = [pad_batch(x[start:start + batch], batch) for x in inputs]
     _set_inputs(interpreter, [quantize(x, d) for x, d in
                               zip(chunk, interpreter.get_input_details())])
     interpreter.reset_all_variables()  # an LSTM's state starts at zero, as in Keras

@@ -4,7 +4,7 @@ import pathlib
 
 import numpy as np
 
-from tflite_tools.harness import dequantize, make_interpreter, quantize
+from tflite_tools.harness import dequantize, fixed_batch, make_interpreter, pad_batch, quantize
 
 __all__ = ["TFLiteRunner", "load_model_bytes", "quantize", "dequantize"]
 
@@ -55,10 +55,7 @@ class TFLiteRunner:
     self.interpreter = make_interpreter(self.content, num_threads, use_xnnpack,
                                         preserve_all_tensors)
     self._batch = None
-    # A model converted with a fixed batch runs in batches of it: a fused LSTM's state
-    # tensors have that batch and do not resize.
-    signature = self.input_details[0]["shape_signature"]
-    self.fixed_batch = int(signature[0]) if len(signature) and signature[0] > 0 else None
+    self.fixed_batch = fixed_batch(self.interpreter)
 
   @property
   def input_details(self):
@@ -107,9 +104,8 @@ class TFLiteRunner:
       size = len(chunk[0])
       if self.fixed_batch is None:
         self.resize(size)
-      else:  # pad the last batch
-        chunk = [np.concatenate([x, np.zeros((batch_size - size,) + x.shape[1:], x.dtype)])
-                 for x in chunk]
+      else:
+        chunk = [pad_batch(x, batch_size) for x in chunk]
       for x, detail in zip(chunk, self.input_details):
         self.interpreter.set_tensor(detail["index"], quantize(x, detail))
       # A Keras LSTM starts every call from zero state; the converted file keeps its state in

@@ -38,6 +38,7 @@ from kslim.quantization import quant_ops
 from kslim.quantization import quantizers
 from kslim.quantization.quantize import activation_quantizers
 from tflite_tools.harness import make_interpreter
+from tflite_tools.harness import pad_batch
 
 __all__ = ["needs_calibration", "convert"]
 
@@ -133,11 +134,7 @@ def _per_channel(model):
 def _batches(examples, batch):
   """`examples` in batches of the model's fixed `batch`, the last one padded with zeros."""
   for start in range(0, len(examples), batch):
-    chunk = examples[start:start + batch]
-    if len(chunk) < batch:
-      chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:],
-                                              chunk.dtype)])
-    yield chunk
+    yield pad_batch(examples[start:start + batch], batch)
 
 
 @contextlib.contextmanager

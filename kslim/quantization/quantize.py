@@ -75,12 +75,13 @@ def quantize(model, config=None):
   train_batch_norm = config.batch_norm == BatchNorm.TRAIN.value
   folding.canonicalize(graph, lambda layer: train_batch_norm and not config.is_skipped(layer))
   rules = _rules(graph, config)
-  _check_recurrent_bits(graph, config)
+  lstms = [op.layer.name for op in graph.ops if isinstance(op.layer, keras.layers.LSTM)]
+  _check_recurrent_bits(graph, config, lstms)
   config = config.with_edges(*_edges(graph, rules))
   _insert_activation_quantizers(graph, rules, config)
   # A model with an LSTM converts without fake-quant ops (`kslim.conversion.pinned`), where
   # nothing stops Dense and Conv1D kernels from keeping per-channel ranges.
-  any_channel = any(isinstance(op.layer, keras.layers.LSTM) for op in graph.ops)
+  any_channel = bool(lstms)
   for op in graph.ops:
     rule = rules.get(op)
     if rule is not None and rule.kind is _Kind.RECURRENT and not config.is_skipped(op.layer):
@@ -166,10 +167,10 @@ def _rules(graph, config):
   return rules
 
 
-def _check_recurrent_bits(graph, config):
-  """An LSTM reaches TFLite's int8 kernel only through its calibrating quantizer
-  (`kslim.conversion.pinned`), which stores 8-bit grids: refuse fewer bits before training."""
-  lstms = [op.layer.name for op in graph.ops if isinstance(op.layer, keras.layers.LSTM)]
+def _check_recurrent_bits(graph, config, lstms):
+  """An LSTM (`lstms`: their names) reaches TFLite's int8 kernel only through its calibrating
+  quantizer (`kslim.conversion.pinned`), which stores 8-bit grids: refuse fewer bits before
+  training."""
   if not lstms:
     return
   low = sorted({op.layer.name for op in graph.ops
