@@ -32,6 +32,7 @@ def _model(**options):
 
 
 def _trained_qat(config=None, **options):
+  keras.utils.set_random_seed(0)  # the same weights and shuffling every run
   qat = kslim.quantize(_model(**options), config)
   qat.compile(keras.optimizers.Adam(1e-2),
               keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -130,6 +131,7 @@ class PinnedConversionTest(absltest.TestCase):
       self.assertLessEqual(entry.max_steps, 4.01, entry)
 
   def test_a_bidirectional_lstm_stays_float_in_qat_and_converts(self):
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((_STEPS, _FEATURES), name="x")
     hidden = keras.layers.Bidirectional(keras.layers.LSTM(8), name="bi")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
@@ -143,7 +145,8 @@ class PinnedConversionTest(absltest.TestCase):
     content = kslim.convert(qat, "int8", representative_data=self.x, io_dtype="float32")
     self.assertEqual(content.report.ops_by_dtype["int8"]["UNIDIRECTIONAL_SEQUENCE_LSTM"], 2)
     got, want = TFLiteRunner(content).predict(self.x), qat.predict(self.x, verbose=0)
-    # Its float LSTMs do not round h_t as the int8 kernel does: measured 98.4% agreement.
+    # Its float LSTMs do not round h_t as the int8 kernel does: 94.5% agreement at this seed,
+    # 90-98% over unseeded runs.
     self.assertGreaterEqual((got.argmax(1) == want.argmax(1)).mean(), 0.9)
 
   def test_a_float_model_with_an_lstm_calibrates_with_kslims_calibrators(self):
