@@ -5,6 +5,7 @@ Example:
   >>> small = kslim.prune(model, 0.3, criterion="l1")
   >>> sens = kslim.pruning.sensitivity(model, evaluate, cache="sens.json")
   >>> small = kslim.prune(model, kslim.pruning.ratios_for_flops(sens, reduction=0.5))
+  >>> small = kslim.prune(model, 0.5, reconstruction_images=x_train[:2000])  # refit consumers
 """
 
 from kslim.pruning.criteria import Criterion
@@ -15,6 +16,7 @@ from kslim.pruning.prune import plan
 from kslim.pruning.iterative import PruningCallback
 from kslim.pruning.iterative import iterative_prune
 from kslim.pruning.prune import prune
+from kslim.pruning.reconstruction import reconstruct
 from kslim.pruning.sensitivity import Sensitivity
 from kslim.pruning.sensitivity import plot_sensitivity
 from kslim.pruning.sensitivity import ratios_for_flops
@@ -25,4 +27,5 @@ from kslim.pruning.slimming import add_slimming_penalty
 
 __all__ = ["Criterion", "DependencyGraph", "Group", "Plan", "PruningCallback", "Sensitivity",
            "add_slimming_penalty", "iterative_prune", "plan", "plot_sensitivity", "prune",
-           "ratios_for_flops", "ratios_for_loss", "sensitivity", "uniform_ratio_for_flops"]
+           "ratios_for_flops", "ratios_for_loss", "reconstruct", "sensitivity",
+           "uniform_ratio_for_flops"]

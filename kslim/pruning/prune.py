@@ -14,6 +14,7 @@ from absl import logging
 from kslim._keras import check_model
 from kslim._table import format_table
 from kslim.pruning import criteria
+from kslim.pruning import reconstruction
 from kslim.pruning import surgery
 from kslim.pruning.graph import DependencyGraph
 
@@ -125,7 +126,7 @@ def plan(graph, ratios, criterion="l1", align=1, skip=(), scores=None):
   return Plan(graph, removed, skipped)
 
 
-def prune(model, ratios, criterion="l1", align=1, skip=()):
+def prune(model, ratios, criterion="l1", align=1, skip=(), reconstruction_images=None):
   """Removes whole channels and rebuilds a smaller functional model with the surviving weights.
 
   Channels coupled by the model's structure (residual adds, depthwise chains, concatenations,
@@ -140,6 +141,10 @@ def prune(model, ratios, criterion="l1", align=1, skip=()):
     criterion: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"bn_gamma"`` or ``"opt_slim"``.
     align: keep every pruned group's channel count a multiple of this (e.g. 8 for SIMD).
     skip: names of layers whose groups stay whole.
+    reconstruction_images: optional calibration inputs (e.g. 2,000 training images). The
+      Conv/Dense layers that lose input channels are then refitted by least squares so that
+      their outputs on these images stay as close as the kept channels allow to the
+      original's (see `kslim.pruning.reconstruct`): a much better start for fine-tuning.
 
   Returns:
     The pruned tf_keras functional model, ready to compile and fine-tune.
@@ -151,4 +156,7 @@ def prune(model, ratios, criterion="l1", align=1, skip=()):
   check_model(model, "kslim.prune")
   graph = DependencyGraph(model)
   chosen = plan(graph, ratios, criterion, align, skip)
-  return surgery.rebuild(graph, chosen.roots())
+  pruned = surgery.rebuild(graph, chosen.roots())
+  if reconstruction_images is not None:
+    reconstruction.reconstruct(graph, chosen.roots(), pruned, reconstruction_images)
+  return pruned
