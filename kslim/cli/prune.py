@@ -5,7 +5,7 @@ Prints params, MACs and test accuracy before and after (via `kslim.profile`).
 Examples:
   kslim-prune --model=model.keras --criterion=fpgm --ratio=0.3 --output=pruned.keras
   kslim-prune --model=model.keras --flops_reduction=0.5 --sensitivity_cache=sens.json \\
-      --fine_tune_epochs=2 --output=pruned.keras
+      --fine_tune_epochs=2 --reconstruction_images=2000 --output=pruned.keras
 """
 
 import pathlib
@@ -38,6 +38,9 @@ _FINE_TUNE_EPOCHS = flags.DEFINE_integer("fine_tune_epochs", 1, "Fine-tuning epo
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (cosine decay "
                                     "to 0).", lower_bound=0.0)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1)
+_RECONSTRUCTION = flags.DEFINE_integer(
+    "reconstruction_images", 0, "When > 0, refit the layers that lose input channels by least "
+    "squares on this many training images before fine-tuning (0: off).", lower_bound=0)
 _HELD_OUT = flags.DEFINE_integer("held_out", 3000, "Training images the sensitivity scan "
                                  "evaluates on.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "Where to save the pruned model (.keras or .h5).",
@@ -84,7 +87,9 @@ def main(argv):
   model = _load_model(x_train)
   held = min(_HELD_OUT.value, len(x_train))
   ratios = _ratios(model, x_train[-held:], y_train[-held:])
-  pruned = pruning.prune(model, ratios, _CRITERION.value, _ALIGN.value)
+  pruned = pruning.prune(model, ratios, _CRITERION.value, _ALIGN.value,
+                         reconstruction_images=(x_train[:_RECONSTRUCTION.value]
+                                                if _RECONSTRUCTION.value else None))
   logging.info("pruned with %s ratios %s", _CRITERION.value, ratios)
   if _FINE_TUNE_EPOCHS.value:
     schedule = finetune_schedule(_LEARNING_RATE.value, _FINE_TUNE_EPOCHS.value, len(x_train),

@@ -85,6 +85,7 @@ STRATEGIES = {
         "fine_tune_epochs": _Field("int", 1, low=0),
         "learning_rate": _Field("float", 1e-3, low=0.0),
         "held_out": _Field("int", 2000, low=1),
+        "reconstruction_images": _Field("int", 0, low=0),
         "distill": _Field("map", None, items=_DISTILL),
     },
     "distill": {

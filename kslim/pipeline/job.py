@@ -171,7 +171,9 @@ class _Job:
       self.plots.append(stage_dir / "sensitivity.png")
       ratios = pruning.ratios_for_flops(sens, spec["flops_reduction"])
     logging.info("prune: %s ratios %s", spec["criterion"], ratios)
-    self.model = pruning.prune(self.model, ratios, spec["criterion"], spec["align"])
+    refit = spec["reconstruction_images"]
+    self.model = pruning.prune(self.model, ratios, spec["criterion"], spec["align"],
+                               reconstruction_images=x_train[:refit] if refit else None)
     if spec["fine_tune_epochs"]:
       self.fit(self.model, spec["fine_tune_epochs"], spec["learning_rate"], stage_dir,
                spec["distill"])

@@ -4,6 +4,7 @@ import json
 import os
 
 from absl.testing import absltest
+import numpy as np
 
 import kslim
 from kslim._keras import keras
@@ -33,6 +34,22 @@ class PruneBinaryTest(absltest.TestCase):
     self.assertLessEqual(kslim.profile(pruned).total_macs, 0.5 * kslim.profile(model).total_macs)
     self.assertEqual(json.load(open(cache))["criterion"], "fpgm")
     self.assertTrue(os.path.exists(os.path.join(tmp, "sens.png")))
+
+  def test_reconstruction_refits_on_the_first_training_images(self):
+    tmp = self.create_tempdir().full_path
+    model_path = os.path.join(tmp, "float.keras")
+    model = kslim.models.reference_cnn(width=0.5)
+    model.save(model_path)
+    dataset, output = fake_fashion_mnist.write_npz(tmp), os.path.join(tmp, "small.keras")
+    proc = _run(f"--model={model_path}", f"--dataset={dataset}", "--ratio=0.3",
+                "--reconstruction_images=48", "--fine_tune_epochs=0", f"--output={output}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    (x_train, _), (x_test, _) = kslim.datasets.load(dataset)
+    saved = keras.models.load_model(output)
+    expected = kslim.prune(model, 0.3, reconstruction_images=x_train[:48])
+    np.testing.assert_allclose(saved(x_test).numpy(), expected(x_test).numpy(), atol=1e-5)
+    plain = kslim.prune(model, 0.3)
+    self.assertGreater(np.max(np.abs(saved(x_test).numpy() - plain(x_test).numpy())), 1e-3)
 
   def test_flag_errors_name_the_flag(self):
     proc = _run("--reference=reference_cnn", "--ratio=0.3", "--output=out.tflite")

@@ -48,6 +48,7 @@ class JobTest(absltest.TestCase):
     return {"model": {"reference": "reference_cnn", "train_epochs": 1}, "dataset": self.data,
             "training": {"batch_size": 64},
             "strategies": [{"prune": {"ratio": 0.5, "fine_tune_epochs": 2,
+                                      "reconstruction_images": 64,
                                       "distill": {"losses": ["soft_label"]}}},
                            {"quantize": {"epochs": qat_epochs}},
                            {"export": {"modes": ["int8"]}},
