@@ -59,7 +59,8 @@ def reconstruct(graph, removed, pruned, images, batch_size=256, ridge=1e-4):
                                            unit="layer", disable=not targets):
     gram, cross = 0.0, 0.0
     for start in range(0, len(images), batch_size):
-      batch = tf.convert_to_tensor(images[start:start + batch_size])
+      # The dtype a model call would cast the inputs to (e.g. uint8 images to float32).
+      batch = tf.cast(images[start:start + batch_size], graph.graph.inputs[0].ref.dtype)
       for source, refit in zip(_inputs_of(graph.graph, batch, name),
                                _inputs_of(pruned_graph, batch, name)):
         p, q = _patches(layer, source), _patches(layer, refit)

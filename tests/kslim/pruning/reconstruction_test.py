@@ -68,6 +68,11 @@ class ReconstructTest(absltest.TestCase):
     self.assertLess(error(refitted), 0.5 * error(plain))
     np.testing.assert_array_equal(refitted.get_layer("a").kernel.numpy(),
                                   plain.get_layer("a").kernel.numpy())  # only consumers move
+    pixels = np.clip(self.x[:96] * 40 + 128, 0, 255).astype(np.uint8)
+    from_uint8 = kslim.prune(model, 0.5, reconstruction_images=pixels)  # cast like a call
+    from_float = kslim.prune(model, 0.5, reconstruction_images=pixels.astype(np.float32))
+    np.testing.assert_allclose(from_uint8.get_layer("b").kernel.numpy(),
+                               from_float.get_layer("b").kernel.numpy(), rtol=1e-6)
 
   def test_conv1d_patches_are_exact_and_a_causal_kernel_is_left_as_pruned(self):
     keras.utils.set_random_seed(2)
