@@ -4,7 +4,8 @@ For each model (its 5-epoch float baseline, cached by the pipeline): the unprune
 fine-tuned --extra_epochs (the fair baseline), then for each MACs reduction (--reductions) and
 each criterion, the model pruned with a uniform ratio and with sensitivity-derived ratios
 (a scan per criterion, ratios 0.1-0.7, on the last 3,000 training images, cached and resumable), each fine-tuned
-the same epochs with the same schedule (Adam, cosine decay from --learning_rate, batch 128).
+the same epochs with the same schedule (Adam, cosine decay from --learning_rate, batch 128);
+with --reconstruction_images, each also with its consumers refitted by least squares first.
 Accuracy from each float32 TFLite file on the full 10,000-image test set; params, MACs, TFLite
 size, and latency (LiteRT, 1 thread, median of 200 runs, all files measured at the end in one
 loop) as a ratio to the unpruned file. Also tries kerassurgeon's channel deletion on the same
@@ -42,6 +43,10 @@ _REDUCTIONS = flags.DEFINE_list("reductions", ["0.3", "0.5"], "Shares of MACs to
 _EXTRA_EPOCHS = flags.DEFINE_integer("extra_epochs", 1, "Fine-tuning epochs per variant.",
                                      lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Peak fine-tuning learning rate.")
+_RECONSTRUCTION = flags.DEFINE_integer(
+    "reconstruction_images", 0, "When > 0, every pruned variant is also run with its "
+    "consumers refitted by least squares on this many training images (kslim.prune's "
+    "reconstruction_images), side by side.", lower_bound=0)
 _HELD_OUT = 3000  # training images the sensitivity scans evaluate on (never the test set)
 _SCAN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -100,15 +105,22 @@ def _benchmark_model(name):
         plan = kslim.pruning.plan(graph, ratios, criterion)
         if surgeon is None:
           surgeon = _kerassurgeon(baseline, graph, plan, x_test[:256])
-        pruned = kslim.pruning.surgery.rebuild(graph, plan.roots())
-        zero_shot = accuracy(pruned.predict(x_test, batch_size=1000, verbose=0), y_test)
-        variants.append((label, _fine_tune(pruned, x_train, y_train),
-                         {"criterion": criterion, "ratios": how, "target_reduction": reduction,
-                          "accuracy_before_fine_tune": zero_shot}))
+        for refit in (False, True) if _RECONSTRUCTION.value else (False,):
+          pruned = kslim.pruning.surgery.rebuild(graph, plan.roots())
+          if refit:
+            kslim.pruning.reconstruct(graph, plan.roots(), pruned,
+                                      x_train[:_RECONSTRUCTION.value])
+          zero_shot = accuracy(pruned.predict(x_test, batch_size=1000, verbose=0), y_test)
+          variants.append((label + (" + LS refit" if refit else ""),
+                           _fine_tune(pruned, x_train, y_train),
+                           {"criterion": criterion, "ratios": how, "target_reduction": reduction,
+                            "reconstruction": refit, "accuracy_before_fine_tune": zero_shot}))
   rows = []
   paths = []
   for label, model, extra in variants:
-    path = workdir / f"prune_{label.replace(' ', '_').replace('%', '')}.tflite"
+    # Named after the JSON, so the files of two result sets never overwrite each other.
+    stem = pathlib.Path(_OUTPUT.value).stem
+    path = workdir / f"{stem}_{label.replace(' ', '_').replace('%', '')}.tflite"
     content = convert(model, "float32", output_path=path)
     prof = kslim.profile(model)
     rows.append({"stage": f"{name} {label}", "model": name, "variant": label, **extra,
@@ -135,15 +147,28 @@ def _figure(rows, path):
     ax.axhline(100 * mine[0]["tflite_accuracy"], color="gray", linestyle="--",
                label="unpruned, fine-tuned")
     for how, marker in (("uniform", "o"), ("sensitivity", "s")):
-      for criterion in _CRITERIA.value:
-        points = [r for r in mine if r.get("ratios") == how and r.get("criterion") == criterion]
-        ax.plot([r["macs_ratio"] for r in points], [100 * r["tflite_accuracy"] for r in points],
-                marker=marker, linestyle="none", label=f"{criterion} {how}")
+      for index, criterion in enumerate(_CRITERIA.value):
+        for refit in sorted({r.get("reconstruction") for r in mine if "criterion" in r}):
+          points = [r for r in mine if r.get("ratios") == how
+                    and r.get("criterion") == criterion and r.get("reconstruction") == refit]
+          ax.plot([r["macs_ratio"] for r in points],
+                  [100 * r["tflite_accuracy"] for r in points], marker=marker,
+                  color=f"C{index}", fillstyle="none" if refit else "full", linestyle="none",
+                  label=f"{criterion} {how}" + (" + LS refit" if refit else ""))
     ax.set(title=model, xlabel="MACs (share of the unpruned model)",
            ylabel="TFLite test accuracy (%)")
     ax.legend(fontsize="x-small", ncol=2)
   _plot.save(figure, path)
   print(f"wrote {path}")
+
+
+def _wins(rows, key, before, after):
+  """'k/n': in how many of n pairs of variants differing only in `key` (`before` -> `after`)
+  the `after` one is more accurate."""
+  same = ("criterion", "ratios", "reconstruction", "target_reduction")
+  pairs = [(a, b) for a in rows if a.get(key) == before for b in rows if b.get(key) == after
+           and all(a.get(k) == b.get(k) for k in same if k != key)]
+  return f"{sum(b['tflite_accuracy'] > a['tflite_accuracy'] for a, b in pairs)}/{len(pairs)}"
 
 
 def main(argv):
@@ -166,18 +191,21 @@ def main(argv):
       targets[f"{model}: best -50% MACs within 0.5 pt of fair fp32"] = (
           best_half["variant"], round(100 * best_half["delta_vs_fair_fp32"], 2),
           best_half["delta_vs_fair_fp32"] >= -0.005)
-    wins = [(u["variant"], s["tflite_accuracy"] > u["tflite_accuracy"])
-            for u in mine if u["ratios"] == "uniform" for s in mine
-            if s["ratios"] == "sensitivity" and s["criterion"] == u["criterion"]
-            and s["target_reduction"] == u["target_reduction"]]
-    targets[f"{model}: sensitivity beats uniform"] = f"{sum(w for _, w in wins)}/{len(wins)}"
+    targets[f"{model}: sensitivity beats uniform"] = _wins(mine, "ratios", "uniform",
+                                                           "sensitivity")
+    if _RECONSTRUCTION.value:
+      targets[f"{model}: LS refit beats plain pruning"] = _wins(mine, "reconstruction", False,
+                                                                True)
   for key, value in targets.items():
     print(f"{key}: {value}")
   _figure(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
   write_results(_OUTPUT.value, "prune",
                 f"5-epoch float baseline; each variant fine-tuned {_EXTRA_EPOCHS.value} extra "
                 f"epoch(s) (Adam, cosine decay from {_LEARNING_RATE.value:g}, batch 128), the "
-                "unpruned model too; float32 TFLite accuracy on the full 10,000-image test set; "
+                "unpruned model too; "
+                + (f"LS refit: consumers refitted by least squares on {_RECONSTRUCTION.value:,} "
+                   "training images before fine-tuning; " if _RECONSTRUCTION.value else "")
+                + "float32 TFLite accuracy on the full 10,000-image test set; "
                 "median latency of 200 single-image runs, 1 thread", rows, targets=targets)
 
 
