@@ -43,11 +43,18 @@ def reconstruct(graph, removed, pruned, images, batch_size=256, ridge=1e-4):
     The names of the layers refitted, in graph order.
 
   Raises:
-    ValueError: the model has more than one input.
+    ValueError: the model has more than one input, or `images` are none or do not fit it.
   """
   if len(graph.graph.inputs) != 1:
     raise ValueError(f"reconstruction needs a single-input model; {graph.graph.name!r} has "
                      f"{len(graph.graph.inputs)} inputs")
+  expected = graph.graph.inputs[0].ref.shape
+  shape = np.shape(images)
+  if not shape or shape[0] == 0 or len(shape) != len(expected) or any(
+      e is not None and e != s for e, s in zip(expected[1:], shape[1:])):
+    raise ValueError(f"reconstruction images of shape {shape} do not fit model "
+                     f"{graph.graph.name!r}, whose input is {tuple(expected)}; pass at least "
+                     "one image")
   removed = np.asarray(sorted(int(r) for r in removed), dtype=np.int64)
   targets = {}  # layer name -> (original layer, kept output positions), in graph order
   for op in graph.graph.ops:

@@ -96,6 +96,12 @@ class ReconstructTest(absltest.TestCase):
     kept = graph.kept_positions(c2_op.output_refs[0], chosen.roots())
     np.testing.assert_allclose(small_c2(x).numpy(), c2(x).numpy()[..., kept], atol=1e-4)
 
+  def test_images_that_do_not_fit_the_model_are_refused_by_name(self):
+    for bad in (self.x[:0], self.x[:4, :6], self.x[:4, ..., 0]):
+      with self.assertRaisesRegex(ValueError, r"reconstruction images of shape .* do not fit "
+                                  r"model 'model.*', whose input is \(None, 8, 8, 3\)"):
+        kslim.prune(self.model, 0.3, reconstruction_images=bad)
+
   def test_a_model_with_two_inputs_is_refused(self):
     a, b = keras.Input((4,)), keras.Input((4,))
     model = keras.Model([a, b], L.Dense(2, name="out")(L.Add()([L.Dense(4, name="h")(a), b])))
