@@ -13,6 +13,8 @@ channels, if it is installed. Prints a table, writes benchmarks/results/prune.js
 of accuracy against MACs (benchmarks/results/prune.png).
 
 Usage: .venv/bin/python benchmarks/prune.py [--models=reference_cnn] [--criteria=l1,fpgm]
+  prune_reconstruct.json: --criteria=bn_gamma,fpgm --reductions=0.5 --learning_rate=3e-3
+      --reconstruction_images=2000 --output=benchmarks/results/prune_reconstruct.json
 """
 
 import pathlib
