@@ -78,7 +78,7 @@ def _ratios(model, x_held, y_held):
   sens = pruning.sensitivity(
       model, lambda m: model_accuracy(m, x_held, y_held),
       criterion=_CRITERION.value, cache=_SENSITIVITY_CACHE.value)
-  return pruning.ratios_for_flops(sens, _FLOPS_REDUCTION.value)
+  return pruning.ratios_for_flops(sens, _FLOPS_REDUCTION.value, align=_ALIGN.value)
 
 
 def main(argv):

@@ -169,7 +169,7 @@ class _Job:
                                  criterion=spec["criterion"], cache=stage_dir / "sensitivity.json",
                                  plot=stage_dir / "sensitivity.png")
       self.plots.append(stage_dir / "sensitivity.png")
-      ratios = pruning.ratios_for_flops(sens, spec["flops_reduction"])
+      ratios = pruning.ratios_for_flops(sens, spec["flops_reduction"], align=spec["align"])
     logging.info("prune: %s ratios %s", spec["criterion"], ratios)
     refit = spec["reconstruction_images"]
     self.model = pruning.prune(self.model, ratios, spec["criterion"], spec["align"],

@@ -181,7 +181,7 @@ def _search(macs_of, target, low, high, steps=40):
   return high
 
 
-def ratios_for_flops(sens, reduction=0.5, criterion=None):
+def ratios_for_flops(sens, reduction=0.5, criterion=None, align=1):
   """Per-group ratios from a sensitivity scan that remove `reduction` of the model's MACs.
 
   The loss budget of `ratios_for_loss` is bisected until the pruned model's MACs (counted on
@@ -192,6 +192,8 @@ def ratios_for_flops(sens, reduction=0.5, criterion=None):
       model)`).
     reduction: the share of MACs to remove, in (0, 1).
     criterion: the criterion of the final prune (default: the scan's).
+    align: the final prune's `align`; the MACs are counted with the channel counts it rounds
+      to, so the aligned model still reaches the target.
 
   Returns:
     group name -> ratio. If even the largest measured ratios fall short, those, with a warning.
@@ -204,7 +206,8 @@ def ratios_for_flops(sens, reduction=0.5, criterion=None):
   target = (1.0 - reduction) * base
 
   def macs_of(budget):
-    chosen = prune_lib.plan(graph, ratios_for_loss(sens, budget), criterion, scores=scores)
+    chosen = prune_lib.plan(graph, ratios_for_loss(sens, budget), criterion, align,
+                            scores=scores)
     return graph.macs(chosen.roots())
 
   top = max([float(np.max(sens.losses(g)[1])) for g in sens.metrics] + [0.0]) + 1e-6

@@ -93,6 +93,12 @@ class SensitivityTest(absltest.TestCase):
       macs = kslim.profile(kslim.prune(model, ratios)).total_macs
       self.assertLessEqual(macs, (1 - reduction) * base)
       self.assertGreater(macs, (1 - reduction - 0.1) * base)
+    ratios = kslim.pruning.ratios_for_flops(sens, 0.5, align=4)
+    aligned = kslim.prune(model, ratios, align=4)
+    self.assertLessEqual(kslim.profile(aligned).total_macs, 0.5 * base)
+    self.assertGreater(kslim.profile(aligned).total_macs, 0.35 * base)
+    for name in ("c0", "c1"):
+      self.assertEqual(aligned.get_layer(name).filters % 4, 0, name)
     loaded = Sensitivity.from_json(json.loads(json.dumps(sens.to_json())))
     self.assertEqual(loaded.metrics, sens.metrics)
     with self.assertRaisesRegex(ValueError, "Sensitivity.load"):
