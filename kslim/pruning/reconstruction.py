@@ -26,7 +26,7 @@ from kslim.pruning import layer_pruners
 __all__ = ["reconstruct"]
 
 
-def reconstruct(graph, removed, pruned, images, batch_size=256, ridge=1e-4):
+def reconstruct(graph, removed, pruned, images, batch_size=256, ridge=1e-4, progress=True):
   """Refits, in `pruned`, the kernels of the Conv/Dense layers whose inputs lost channels.
 
   Args:
@@ -38,6 +38,7 @@ def reconstruct(graph, removed, pruned, images, batch_size=256, ridge=1e-4):
     batch_size: images per forward pass.
     ridge: Tikhonov regularization, relative to the mean diagonal of each moment matrix,
       which keeps the solve stable when kept inputs are nearly collinear.
+    progress: show a progress bar over the layers (off inside a sensitivity scan).
 
   Returns:
     The names of the layers refitted, in graph order.
@@ -62,8 +63,9 @@ def reconstruct(graph, removed, pruned, images, batch_size=256, ridge=1e-4):
     if lost and op.layer.name not in targets and _refittable(graph, op):
       targets[op.layer.name] = (op.layer, graph.kept_positions(op.output_refs[0], removed))
   pruned_graph = _graph.Graph.from_model(pruned)
-  for name, (layer, kept_out) in tqdm.tqdm(targets.items(), desc="reconstruction",
-                                           unit="layer", disable=not targets):
+  bar = tqdm.tqdm(targets.items(), desc="reconstruction", unit="layer",
+                  disable=not (targets and progress))
+  for name, (layer, kept_out) in bar:
     gram, cross = 0.0, 0.0
     for start in range(0, len(images), batch_size):
       # The dtype a model call would cast the inputs to (e.g. uint8 images to float32).

@@ -23,6 +23,7 @@ import tqdm
 
 from kslim import _plot
 from kslim.pruning import prune as prune_lib
+from kslim.pruning import reconstruction
 from kslim.pruning import surgery
 from kslim.pruning.graph import DependencyGraph
 
@@ -39,6 +40,8 @@ class Sensitivity:
   Attributes:
     model_name: the analysed model's name.
     criterion: the criterion that chose the channels.
+    reconstruction_images: how many images refitted each pruned model before it was evaluated
+      (0: none).
     baseline: the metric of the unpruned model.
     metrics: group name -> {ratio: metric}.
     graph: the `DependencyGraph` of the analysed model (not saved; `ratios_for_flops` needs it).
@@ -48,6 +51,7 @@ class Sensitivity:
   baseline: float
   metrics: dict
   graph: DependencyGraph = None
+  reconstruction_images: int = 0
 
   def losses(self, group):
     """(ratios, metric losses) of `group`, sorted by ratio; loss = baseline - metric."""
@@ -55,14 +59,15 @@ class Sensitivity:
     return np.array(ratios), np.array([self.baseline - self.metrics[group][r] for r in ratios])
 
   def to_json(self):
-    return {"model": self.model_name, "criterion": self.criterion, "baseline": self.baseline,
+    return {"model": self.model_name, "criterion": self.criterion,
+            "reconstruction_images": self.reconstruction_images, "baseline": self.baseline,
             "metrics": {g: {str(r): m for r, m in v.items()} for g, v in self.metrics.items()}}
 
   @classmethod
   def from_json(cls, data, graph=None):
     return cls(data["model"], data["criterion"], data["baseline"],
                {g: {float(r): m for r, m in v.items()} for g, v in data["metrics"].items()},
-               graph)
+               graph, data.get("reconstruction_images", 0))
 
   @classmethod
   def load(cls, path, model=None):
@@ -72,8 +77,12 @@ class Sensitivity:
 
 
 def sensitivity(model, eval_fn, ratios=DEFAULT_RATIOS, criterion="l1", groups=None,
-                cache=None, plot=None):
+                cache=None, plot=None, reconstruction_images=None):
   """Prunes each group alone at each ratio and evaluates; resumable.
+
+  With `reconstruction_images`, each pruned model is first refitted by least squares
+  (`reconstruct`), so the curves measure what a prune followed by the refit loses: layers
+  whose removed channels the kept ones can stand in for then take larger ratios.
 
   Args:
     model: the tf_keras model to analyse (not modified).
@@ -84,26 +93,34 @@ def sensitivity(model, eval_fn, ratios=DEFAULT_RATIOS, criterion="l1", groups=No
     cache: a JSON path. Every result is written as soon as it is measured; a rerun with the
       same cache skips what is there, so an interrupted scan resumes without losing work.
     plot: a PNG path for the curves (default: the cache path with ``.png``, if a cache is set).
+    reconstruction_images: calibration images for the refit (e.g. 500 training images), or
+      None for plain pruning.
 
   Returns:
     A `Sensitivity`.
 
   Raises:
-    ValueError: the cache belongs to another model or criterion, or a bad group name.
+    ValueError: the cache belongs to another model, criterion or refit, or a bad group name.
   """
   graph = DependencyGraph(model)
+  refit = 0 if reconstruction_images is None else len(reconstruction_images)
   names = ([graph.group(n).name for n in groups] if groups is not None
            else [g.name for g in graph.groups if g.prunable])
-  sens = _resume(cache, model.name, criterion)
+  sens = _resume(cache, model.name, criterion, refit)
   if sens is None:
-    sens = Sensitivity(model.name, criterion, float(eval_fn(model)), {})
+    sens = Sensitivity(model.name, criterion, float(eval_fn(model)), {},
+                       reconstruction_images=refit)
     _save(sens, cache)
   sens.graph = graph
   todo = [(name, float(r)) for name in names for r in ratios
           if float(r) not in sens.metrics.get(name, {})]
   for name, ratio in tqdm.tqdm(todo, desc="sensitivity", unit="eval", disable=not todo):
     chosen = prune_lib.plan(graph, {name: ratio}, criterion)
-    metric = float(eval_fn(surgery.rebuild(graph, chosen.roots())))
+    pruned = surgery.rebuild(graph, chosen.roots())
+    if refit:
+      reconstruction.reconstruct(graph, chosen.roots(), pruned, reconstruction_images,
+                                 progress=False)
+    metric = float(eval_fn(pruned))
     sens.metrics.setdefault(name, {})[ratio] = metric
     logging.info("sensitivity %s @ %.2f: %.4f (baseline %.4f)", name, ratio, metric,
                  sens.baseline)
@@ -115,14 +132,16 @@ def sensitivity(model, eval_fn, ratios=DEFAULT_RATIOS, criterion="l1", groups=No
   return sens
 
 
-def _resume(cache, model_name, criterion):
+def _resume(cache, model_name, criterion, refit):
   if cache is None or not pathlib.Path(cache).exists():
     return None
   sens = Sensitivity.from_json(json.loads(pathlib.Path(cache).read_text()))
-  if (sens.model_name, sens.criterion) != (model_name, criterion):
+  if (sens.model_name, sens.criterion, sens.reconstruction_images) != (model_name, criterion,
+                                                                       refit):
     raise ValueError(f"sensitivity cache {str(cache)!r} holds model {sens.model_name!r} with "
-                     f"criterion {sens.criterion!r}, not {model_name!r} with {criterion!r}; "
-                     "use another cache path")
+                     f"criterion {sens.criterion!r} and {sens.reconstruction_images} "
+                     f"reconstruction images, not {model_name!r} with {criterion!r} and "
+                     f"{refit}; use another cache path")
   logging.info("resuming sensitivity from %s", cache)
   return sens
 

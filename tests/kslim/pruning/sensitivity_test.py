@@ -73,6 +73,29 @@ class SensitivityTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "holds model 'tiny' with criterion 'l1'"):
       kslim.pruning.sensitivity(model, resumed, ratios, criterion="fpgm", cache=cache)
 
+  def test_scan_with_reconstruction_measures_the_refitted_prune(self):
+    model = _model()
+    cache = pathlib.Path(self.create_tempdir().full_path) / "sens.json"
+    ratios = (0.25, 0.5)
+    plain = kslim.pruning.sensitivity(model, _Fidelity(model), ratios, cache=cache)
+    with self.assertRaisesRegex(ValueError, "0 reconstruction images, not 'tiny' with 'l1' "
+                                "and 16"):
+      kslim.pruning.sensitivity(model, _Fidelity(model), ratios, cache=cache,
+                                reconstruction_images=_X)
+    refit = kslim.pruning.sensitivity(model, _Fidelity(model), ratios,
+                                      cache=cache.with_name("refit.json"),
+                                      reconstruction_images=_X)
+    self.assertEqual(json.loads(cache.with_name("refit.json").read_text())[
+        "reconstruction_images"], 16)
+    # Each point is the metric of kslim.prune's refitted model at that ratio.
+    self.assertAlmostEqual(
+        refit.metrics["c1"][0.5],
+        _Fidelity(model)(kslim.prune(model, {"c1": 0.5}, reconstruction_images=_X)), places=6)
+    # c2 feeds the classifier, refitted on these very images: strictly closer to the original.
+    np.testing.assert_array_less(refit.losses("c2")[1], plain.losses("c2")[1])
+    self.assertLess(np.mean([refit.losses(g)[1] for g in refit.metrics]),
+                    np.mean([plain.losses(g)[1] for g in plain.metrics]))
+
   def test_ratios_for_loss_interpolates(self):
     sens = Sensitivity("m", "l1", 0.9, {"a": {0.2: 0.9, 0.4: 0.85, 0.6: 0.7},
                                          "b": {0.2: 0.7, 0.4: 0.6},
