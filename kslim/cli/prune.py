@@ -41,6 +41,10 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Training batch size.", lo
 _RECONSTRUCTION = flags.DEFINE_integer(
     "reconstruction_images", 0, "When > 0, refit the layers that lose input channels by least "
     "squares on this many training images before fine-tuning (0: off).", lower_bound=0)
+_SENSITIVITY_REFIT = flags.DEFINE_bool(
+    "sensitivity_refit", False, "Refit every pruned model of the sensitivity scan by least "
+    "squares (on the --reconstruction_images images) before evaluating it, so the ratios "
+    "follow what prune + refit loses.")
 _HELD_OUT = flags.DEFINE_integer("held_out", 3000, "Training images the sensitivity scan "
                                  "evaluates on.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "Where to save the pruned model (.keras or .h5).",
@@ -67,7 +71,15 @@ def _cache_needs_target(values):
   return values["sensitivity_cache"] is None or values["flops_reduction"] is not None
 
 
-def _ratios(model, x_held, y_held):
+@flags.multi_flags_validator(
+    ["sensitivity_refit", "sensitivity_cache", "reconstruction_images"],
+    message="--sensitivity_refit needs --sensitivity_cache and --reconstruction_images")
+def _refit_needs_scan(values):
+  return not values["sensitivity_refit"] or (values["sensitivity_cache"] is not None
+                                             and values["reconstruction_images"] > 0)
+
+
+def _ratios(model, x_train, x_held, y_held):
   """What to prune: the uniform --ratio, or ratios that reach --flops_reduction."""
   if _RATIO.value is not None:
     return _RATIO.value
@@ -77,7 +89,9 @@ def _ratios(model, x_held, y_held):
                                            _ALIGN.value)
   sens = pruning.sensitivity(
       model, lambda m: model_accuracy(m, x_held, y_held),
-      criterion=_CRITERION.value, cache=_SENSITIVITY_CACHE.value)
+      criterion=_CRITERION.value, cache=_SENSITIVITY_CACHE.value,
+      reconstruction_images=(x_train[:_RECONSTRUCTION.value] if _SENSITIVITY_REFIT.value
+                             else None))
   return pruning.ratios_for_flops(sens, _FLOPS_REDUCTION.value, align=_ALIGN.value)
 
 
@@ -86,7 +100,7 @@ def main(argv):
   (x_train, y_train), (x_test, y_test) = _load_data()
   model = _load_model(x_train)
   held = min(_HELD_OUT.value, len(x_train))
-  ratios = _ratios(model, x_train[-held:], y_train[-held:])
+  ratios = _ratios(model, x_train, x_train[-held:], y_train[-held:])
   pruned = pruning.prune(model, ratios, _CRITERION.value, _ALIGN.value,
                          reconstruction_images=(x_train[:_RECONSTRUCTION.value]
                                                 if _RECONSTRUCTION.value else None))

@@ -86,6 +86,7 @@ STRATEGIES = {
         "learning_rate": _Field("float", 1e-3, low=0.0),
         "held_out": _Field("int", 2000, low=1),
         "reconstruction_images": _Field("int", 0, low=0),
+        "sensitivity_refit": _Field("bool", False),
         "distill": _Field("map", None, items=_DISTILL),
     },
     "distill": {
@@ -233,6 +234,10 @@ def _check_strategy(checker, kind, params, path):
       raise checker.error(path, "give exactly one of ratio, flops_reduction, ratios")
     if params["sensitive"] and params["flops_reduction"] is None:
       raise checker.error(path + ("sensitive",), "a sensitivity scan needs flops_reduction")
+    if params["sensitivity_refit"] and not (params["sensitive"]
+                                            and params["reconstruction_images"]):
+      raise checker.error(path + ("sensitivity_refit",),
+                          "needs sensitive: true and reconstruction_images > 0")
     for layer, ratio in (params["ratios"] or {}).items():
       checker.value(_Field("float", low=0.0, high=0.99), ratio, path + ("ratios", layer))
   distill = params if kind == "distill" else (params.get("distill") if kind == "prune" else None)

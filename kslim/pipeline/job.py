@@ -167,7 +167,9 @@ class _Job:
       x_held, y_held = x_train[-held:], y_train[-held:]
       sens = pruning.sensitivity(self.model, lambda m: model_accuracy(m, x_held, y_held),
                                  criterion=spec["criterion"], cache=stage_dir / "sensitivity.json",
-                                 plot=stage_dir / "sensitivity.png")
+                                 plot=stage_dir / "sensitivity.png",
+                                 reconstruction_images=(x_train[:spec["reconstruction_images"]]
+                                                        if spec["sensitivity_refit"] else None))
       self.plots.append(stage_dir / "sensitivity.png")
       ratios = pruning.ratios_for_flops(sens, spec["flops_reduction"], align=spec["align"])
     logging.info("prune: %s ratios %s", spec["criterion"], ratios)

@@ -26,13 +26,15 @@ class PruneBinaryTest(absltest.TestCase):
     output, cache = os.path.join(tmp, "out", "small.keras"), os.path.join(tmp, "sens.json")
     proc = _run(f"--model={model_path}", f"--dataset={fake_fashion_mnist.write_npz(tmp)}", "--criterion=fpgm",
                 "--flops_reduction=0.5", f"--sensitivity_cache={cache}", "--held_out=64",
-                "--fine_tune_epochs=1", "--batch_size=32", f"--output={output}")
+                "--reconstruction_images=48", "--sensitivity_refit", "--fine_tune_epochs=1",
+                "--batch_size=32", f"--output={output}")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertRegex(proc.stdout, r"original\s+[\d,]+\s+[\d,]+\s+\d+\.\d\d%")
     self.assertRegex(proc.stdout, r"pruned \(fpgm\)\s+[\d,]+\s+[\d,]+\s+\d+\.\d\d%")
     pruned = keras.models.load_model(output)
     self.assertLessEqual(kslim.profile(pruned).total_macs, 0.5 * kslim.profile(model).total_macs)
     self.assertEqual(json.load(open(cache))["criterion"], "fpgm")
+    self.assertEqual(json.load(open(cache))["reconstruction_images"], 48)  # the scan refitted
     self.assertTrue(os.path.exists(os.path.join(tmp, "sens.png")))
 
   def test_reconstruction_refits_on_the_first_training_images(self):
@@ -59,6 +61,10 @@ class PruneBinaryTest(absltest.TestCase):
     proc = _run("--reference=reference_cnn", "--ratio=0.3", "--sensitivity_cache=s.json",
                 "--output=o.keras")
     self.assertIn("--sensitivity_cache needs --flops_reduction", proc.stderr)
+    proc = _run("--reference=reference_cnn", "--flops_reduction=0.3", "--sensitivity_refit",
+                "--sensitivity_cache=s.json", "--output=o.keras")
+    self.assertIn("--sensitivity_refit needs --sensitivity_cache and --reconstruction_images",
+                  proc.stderr)
     proc = _run("--reference=reference_cnn", "--ratio=0.3", "--criterion=l3", "--output=o.keras")
     self.assertIn("criterion", proc.stderr)
     proc = _run("--reference=reference_cnn", "--output=o.keras")

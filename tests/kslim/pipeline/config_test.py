@@ -63,6 +63,9 @@ class ConfigTest(absltest.TestCase):
                 r"job.yaml:8: strategies\[2\].export.modes\[0\]: 'int4' is not one of ")
     self._error(_GOOD.replace("ratio: 0.3", "ratio: 0.3\n      flops_reduction: 0.5"),
                 r"job.yaml:4: strategies\[0\].prune: give exactly one of ratio, flops_reduction")
+    self._error(_GOOD.replace("ratio: 0.3", "ratio: 0.3\n      sensitivity_refit: true"),
+                r"job.yaml:\d+: strategies\[0\].prune.sensitivity_refit: needs sensitive: true "
+                r"and reconstruction_images > 0")
     self._error("model: {reference: reference_cnn}\nstrategies: []\n",
                 r"job.yaml:2: strategies: needs at least one strategy")
     self._error("model: {reference: reference_cnn}\n", r"strategies: is required")
