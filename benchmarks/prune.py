@@ -5,7 +5,9 @@ fine-tuned --extra_epochs (the fair baseline), then for each MACs reduction (--r
 each criterion, the model pruned with a uniform ratio and with sensitivity-derived ratios
 (a scan per criterion, ratios 0.1-0.7, on the last 3,000 training images, cached and resumable), each fine-tuned
 the same epochs with the same schedule (Adam, cosine decay from --learning_rate, batch 128);
-with --reconstruction_images, each also with its consumers refitted by least squares first.
+with --reconstruction_images, each also with its consumers refitted by least squares first
+(--noplain: only refitted). --allocations picks uniform ratios, sensitivity-derived ones, and
+sensitivity_refit: ratios from a scan that refits each scanned prune (its own cache).
 Accuracy from each float32 TFLite file on the full 10,000-image test set; params, MACs, TFLite
 size, and latency (LiteRT, 1 thread, median of 200 runs, all files measured at the end in one
 loop) as a ratio to the unpruned file. Also tries kerassurgeon's channel deletion on the same
@@ -15,6 +17,11 @@ of accuracy against MACs (benchmarks/results/prune.png).
 Usage: .venv/bin/python benchmarks/prune.py [--models=reference_cnn] [--criteria=l1,fpgm]
   prune_reconstruct.json: --criteria=bn_gamma,fpgm --reductions=0.5 --learning_rate=3e-3
       --reconstruction_images=2000 --output=benchmarks/results/prune_reconstruct.json
+  prune_3ep_<model>.json: --models=<model> --criteria=bn_gamma --reductions=0.5
+      --learning_rate=3e-3 --extra_epochs=3 --reconstruction_images=2000 --noplain
+      --seeds=0,1,2 --output=benchmarks/results/prune_3ep_<model>.json
+  prune_3ep_refit_scan_<model>.json: the same with --allocations=sensitivity_refit
+      --output=benchmarks/results/prune_3ep_refit_scan_<model>.json
 """
 
 import pathlib
@@ -49,6 +56,21 @@ _RECONSTRUCTION = flags.DEFINE_integer(
     "reconstruction_images", 0, "When > 0, every pruned variant is also run with its "
     "consumers refitted by least squares on this many training images (kslim.prune's "
     "reconstruction_images), side by side.", lower_bound=0)
+_PLAIN = flags.DEFINE_bool(
+    "plain", True, "With --reconstruction_images, also run every variant without the refit "
+    "(--noplain runs only the refitted ones).")
+_ALLOCATIONS = flags.DEFINE_list(
+    "allocations", ["uniform", "sensitivity"], "How the ratios are chosen: a uniform ratio "
+    "(uniform), per-layer ratios from a plain sensitivity scan (sensitivity), or from a scan "
+    "that refits every pruned model by least squares before evaluating it (sensitivity_refit, "
+    "needs --reconstruction_images).")
+_KINDS = ("uniform", "sensitivity", "sensitivity_refit")
+flags.register_validator("allocations", lambda value: set(value) <= set(_KINDS),
+                         f"--allocations takes some of {', '.join(_KINDS)}")
+flags.register_multi_flags_validator(
+    ["allocations", "reconstruction_images"],
+    lambda v: "sensitivity_refit" not in v["allocations"] or v["reconstruction_images"] > 0,
+    "--allocations=sensitivity_refit needs --reconstruction_images")
 _SEEDS = flags.DEFINE_list(
     "seeds", ["0"], "Fine-tuning seeds (shuffling order). With several, every variant and the "
     "unpruned model are fine-tuned once per seed, each compared with the unpruned model of its "
@@ -61,6 +83,12 @@ def _fine_tune(model, x, y, seed):
   schedule = finetune_schedule(_LEARNING_RATE.value, _EXTRA_EPOCHS.value, len(x))
   fit_classifier(model, x, y, _EXTRA_EPOCHS.value, learning_rate=schedule, seed=seed)
   return model
+
+
+def _refit_choices():
+  if not _RECONSTRUCTION.value:
+    return (False,)
+  return (False, True) if _PLAIN.value else (True,)
 
 
 def _copy(model):
@@ -101,19 +129,29 @@ def _benchmark_model(name):
   variants = [("fp32 fine-tuned", seed, _fine_tune(_copy(baseline), x_train, y_train, seed), {})
               for seed in seeds]
   surgeon = None
+
+  def ratios_for(how, criterion, reduction):
+    if how == "uniform":
+      return kslim.pruning.uniform_ratio_for_flops(graph, reduction, criterion)
+    images, suffix = None, ""
+    if how == "sensitivity_refit":
+      images, suffix = x_train[:_RECONSTRUCTION.value], f"_refit{_RECONSTRUCTION.value}"
+    sens = kslim.pruning.sensitivity(
+        baseline, held_out_accuracy, _SCAN_RATIOS, criterion,
+        cache=workdir / f"prune_sensitivity_{criterion}{suffix}.json",
+        reconstruction_images=images)
+    return kslim.pruning.ratios_for_flops(sens, reduction)
+
   for criterion in _CRITERIA.value:
-    sens = kslim.pruning.sensitivity(baseline, held_out_accuracy, _SCAN_RATIOS, criterion,
-                                     cache=workdir / f"prune_sensitivity_{criterion}.json")
     for reduction in map(float, _REDUCTIONS.value):
-      uniform = kslim.pruning.uniform_ratio_for_flops(graph, reduction, criterion)
-      for how, ratios in (("uniform", uniform),
-                          ("sensitivity", kslim.pruning.ratios_for_flops(sens, reduction))):
+      for how in _ALLOCATIONS.value:
+        ratios = ratios_for(how, criterion, reduction)
         label = f"{criterion} {how} -{reduction:.0%} MACs"
         logging.info("%s: %s", name, label)
         plan = kslim.pruning.plan(graph, ratios, criterion)
         if surgeon is None:
           surgeon = _kerassurgeon(baseline, graph, plan, x_test[:256])
-        for refit in (False, True) if _RECONSTRUCTION.value else (False,):
+        for refit in _refit_choices():
           pruned = kslim.pruning.surgery.rebuild(graph, plan.roots())
           if refit:
             kslim.pruning.reconstruct(graph, plan.roots(), pruned,
@@ -158,11 +196,13 @@ def _figure(rows, path):
     mine = [r for r in rows if r["model"] == model]
     ax.axhline(100 * np.mean([r["tflite_accuracy"] for r in mine if "criterion" not in r]),
                color="gray", linestyle="--", label="unpruned, fine-tuned (mean over seeds)")
-    for how, marker in (("uniform", "o"), ("sensitivity", "s")):
+    for how, marker in zip(_KINDS, "os^"):
       for index, criterion in enumerate(_CRITERIA.value):
         for refit in sorted({r.get("reconstruction") for r in mine if "criterion" in r}):
           points = [r for r in mine if r.get("ratios") == how
                     and r.get("criterion") == criterion and r.get("reconstruction") == refit]
+          if not points:
+            continue
           ax.plot([r["macs_ratio"] for r in points],
                   [100 * r["tflite_accuracy"] for r in points], marker=marker,
                   color=f"C{index}", fillstyle="none" if refit else "full", linestyle="none",
@@ -224,9 +264,10 @@ def main(argv):
     if best_half is not None:
       targets[f"{model}: best -50% MACs within 0.5 pt of fair fp32 (mean over seeds)"] = (
           best_half["variant"], round(100 * best_half["delta"], 2), best_half["delta"] >= -0.005)
-    targets[f"{model}: sensitivity beats uniform"] = _wins(mine, "ratios", "uniform",
-                                                           "sensitivity")
-    if _RECONSTRUCTION.value:
+    for before, after in (("uniform", "sensitivity"), ("sensitivity", "sensitivity_refit")):
+      if {before, after} <= set(_ALLOCATIONS.value):
+        targets[f"{model}: {after} beats {before}"] = _wins(mine, "ratios", before, after)
+    if _RECONSTRUCTION.value and _PLAIN.value:
       targets[f"{model}: LS refit beats plain pruning"] = _wins(mine, "reconstruction", False,
                                                                 True)
   for key, value in targets.items():
