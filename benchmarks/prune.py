@@ -71,6 +71,8 @@ flags.register_multi_flags_validator(
     ["allocations", "reconstruction_images"],
     lambda v: "sensitivity_refit" not in v["allocations"] or v["reconstruction_images"] > 0,
     "--allocations=sensitivity_refit needs --reconstruction_images")
+_ALIGN = flags.DEFINE_integer("align", 1, "Keep pruned channel counts multiples of this "
+                               "(kslim.prune's align).", lower_bound=1)
 _SEEDS = flags.DEFINE_list(
     "seeds", ["0"], "Fine-tuning seeds (shuffling order). With several, every variant and the "
     "unpruned model are fine-tuned once per seed, each compared with the unpruned model of its "
@@ -132,7 +134,7 @@ def _benchmark_model(name):
 
   def ratios_for(how, criterion, reduction):
     if how == "uniform":
-      return kslim.pruning.uniform_ratio_for_flops(graph, reduction, criterion)
+      return kslim.pruning.uniform_ratio_for_flops(graph, reduction, criterion, _ALIGN.value)
     images, suffix = None, ""
     if how == "sensitivity_refit":
       images, suffix = x_train[:_RECONSTRUCTION.value], f"_refit{_RECONSTRUCTION.value}"
@@ -140,7 +142,7 @@ def _benchmark_model(name):
         baseline, held_out_accuracy, _SCAN_RATIOS, criterion,
         cache=workdir / f"prune_sensitivity_{criterion}{suffix}.json",
         reconstruction_images=images)
-    return kslim.pruning.ratios_for_flops(sens, reduction)
+    return kslim.pruning.ratios_for_flops(sens, reduction, align=_ALIGN.value)
 
   for criterion in _CRITERIA.value:
     for reduction in map(float, _REDUCTIONS.value):
@@ -148,7 +150,7 @@ def _benchmark_model(name):
         ratios = ratios_for(how, criterion, reduction)
         label = f"{criterion} {how} -{reduction:.0%} MACs"
         logging.info("%s: %s", name, label)
-        plan = kslim.pruning.plan(graph, ratios, criterion)
+        plan = kslim.pruning.plan(graph, ratios, criterion, _ALIGN.value)
         if surgeon is None:
           surgeon = _kerassurgeon(baseline, graph, plan, x_test[:256])
         for refit in _refit_choices():
@@ -281,6 +283,7 @@ def main(argv):
                    "training images before fine-tuning; " if _RECONSTRUCTION.value else "")
                 + (f"fine-tuning seeds {', '.join(_SEEDS.value)}, each variant against the "
                    "unpruned model of its seed; " if len(_SEEDS.value) > 1 else "")
+                + (f"channel counts multiples of {_ALIGN.value}; " if _ALIGN.value > 1 else "")
                 + "float32 TFLite accuracy on the full 10,000-image test set; "
                 "median latency of 200 single-image runs, 1 thread", rows, targets=targets,
                 **({"means": means} if len(_SEEDS.value) > 1 else {}))
