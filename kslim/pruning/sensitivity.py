@@ -93,7 +93,7 @@ def sensitivity(model, eval_fn, ratios=DEFAULT_RATIOS, criterion="l1", groups=No
     cache: a JSON path. Every result is written as soon as it is measured; a rerun with the
       same cache skips what is there, so an interrupted scan resumes without losing work.
     plot: a PNG path for the curves (default: the cache path with ``.png``, if a cache is set).
-    reconstruction_images: calibration images for the refit (e.g. 500 training images), or
+    reconstruction_images: calibration images for the refit (e.g. 2,000 training images), or
       None for plain pruning.
 
   Returns:
