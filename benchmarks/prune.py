@@ -30,6 +30,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from _results import rows_for, write_results
+import _sensitivity
 
 import kslim
 from kslim import _plot
@@ -77,8 +78,6 @@ _SEEDS = flags.DEFINE_list(
     "seeds", ["0"], "Fine-tuning seeds (shuffling order). With several, every variant and the "
     "unpruned model are fine-tuned once per seed, each compared with the unpruned model of its "
     "own seed, and the targets use the mean over seeds.")
-_HELD_OUT = 3000  # training images the sensitivity scans evaluate on (never the test set)
-_SCAN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def _fine_tune(model, x, y, seed):
@@ -120,11 +119,6 @@ def _benchmark_model(name):
   ctx = pipeline.run_stages(["baseline"], settings, workdir)
   (x_train, y_train), (x_test, y_test) = ctx.data
   baseline = ctx.model
-  x_held, y_held = x_train[-_HELD_OUT:], y_train[-_HELD_OUT:]
-
-  def held_out_accuracy(model):
-    return accuracy(model.predict(x_held, batch_size=1000, verbose=0), y_held)
-
   graph = kslim.pruning.DependencyGraph(baseline)
   base_macs = graph.macs()
   seeds = [int(seed) for seed in _SEEDS.value]
@@ -135,13 +129,8 @@ def _benchmark_model(name):
   def ratios_for(how, criterion, reduction):
     if how == "uniform":
       return kslim.pruning.uniform_ratio_for_flops(graph, reduction, criterion, _ALIGN.value)
-    images, suffix = None, ""
-    if how == "sensitivity_refit":
-      images, suffix = x_train[:_RECONSTRUCTION.value], f"_refit{_RECONSTRUCTION.value}"
-    sens = kslim.pruning.sensitivity(
-        baseline, held_out_accuracy, _SCAN_RATIOS, criterion,
-        cache=workdir / f"prune_sensitivity_{criterion}{suffix}.json",
-        reconstruction_images=images)
+    sens = _sensitivity.scan(baseline, x_train, y_train, workdir, criterion,
+                             _RECONSTRUCTION.value if how == "sensitivity_refit" else 0)
     return kslim.pruning.ratios_for_flops(sens, reduction, align=_ALIGN.value)
 
   for criterion in _CRITERIA.value:

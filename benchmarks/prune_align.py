@@ -19,6 +19,7 @@ import numpy as np
 import tqdm
 
 from _results import rows_for, write_results
+import _sensitivity
 
 import kslim
 from kslim import pipeline
@@ -28,7 +29,6 @@ from kslim.cli._common import quiet_tensorflow
 from kslim.conversion import convert
 from kslim.models import REFERENCE_MODELS
 from kslim.pruning.criteria import Criterion
-from kslim.training import accuracy
 from tflite_tools.benchmark_lib import measure_latency
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench", "Cache and TFLite files.")
@@ -41,8 +41,6 @@ _REDUCTION = flags.DEFINE_float("reduction", 0.5, "Share of MACs to remove.")
 _ALIGNS = flags.DEFINE_list("aligns", ["1", "4", "8", "16"], "Channel multiples to compare.")
 _PASSES = flags.DEFINE_integer("passes", 3, "Timing passes over all files.", lower_bound=1)
 _RUNS = flags.DEFINE_integer("runs", 200, "Timed runs per file and pass.", lower_bound=1)
-_HELD_OUT = 3000  # as benchmarks/prune.py: its sensitivity cache is reused
-_SCAN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def _benchmark_model(name):
@@ -51,10 +49,7 @@ def _benchmark_model(name):
   ctx = pipeline.run_stages(["baseline"], settings, workdir)
   (x_train, y_train), _ = ctx.data
   baseline, criterion = ctx.model, _CRITERION.value
-  x_held, y_held = x_train[-_HELD_OUT:], y_train[-_HELD_OUT:]
-  sens = kslim.pruning.sensitivity(
-      baseline, lambda m: accuracy(m.predict(x_held, batch_size=1000, verbose=0), y_held),
-      _SCAN_RATIOS, criterion, cache=workdir / f"prune_sensitivity_{criterion}.json")
+  sens = _sensitivity.scan(baseline, x_train, y_train, workdir, criterion)
   graph = kslim.pruning.DependencyGraph(baseline)
   models = [("unpruned", 1, baseline)]
   for align in map(int, _ALIGNS.value):
@@ -79,9 +74,10 @@ def _benchmark_model(name):
   for p in tqdm.trange(_PASSES.value, desc=f"{name} timing passes"):
     for i, row in enumerate(rows):
       medians[p, i] = measure_latency(row["path"], threads=1, runs=_RUNS.value).median_ms
-  for row, best in zip(rows, medians.min(axis=0)):
-    row["latency_ms"] = float(best)
-    row["latency_ratio"] = float(best / medians.min(axis=0)[0])
+  best = medians.min(axis=0)
+  for row, ms in zip(rows, best):
+    row["latency_ms"] = float(ms)
+    row["latency_ratio"] = float(ms / best[0])
     row["latency_vs_macs"] = row["latency_ratio"] / row["macs_ratio"]
   return rows
 
