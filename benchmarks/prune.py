@@ -8,6 +8,8 @@ the same epochs with the same schedule (Adam, cosine decay from --learning_rate,
 with --reconstruction_images, each also with its consumers refitted by least squares first
 (--noplain: only refitted). --allocations picks uniform ratios, sensitivity-derived ones, and
 sensitivity_refit: ratios from a scan that refits each scanned prune (its own cache).
+--fine_tune=plain,kd also fine-tunes each pruned variant by distillation from the fair unpruned
+model of its seed (soft labels, T=4, plus the labels), side by side.
 Accuracy from each float32 TFLite file on the full 10,000-image test set; params, MACs, TFLite
 size, and latency (LiteRT, 1 thread, median of 200 runs, all files measured at the end in one
 loop) as a ratio to the unpruned file. Also tries kerassurgeon's channel deletion on the same
@@ -22,6 +24,12 @@ Usage: .venv/bin/python benchmarks/prune.py [--models=reference_cnn] [--criteria
       --seeds=0,1,2 --output=benchmarks/results/prune_3ep_<model>.json
   prune_3ep_refit_scan_<model>.json: the same with --allocations=sensitivity_refit
       --output=benchmarks/results/prune_3ep_refit_scan_<model>.json
+  prune_3ep_kd_align16.json: --models=reference_cnn,mini_mobilenet_v2 --criteria=bn_gamma
+      --reductions=0.5 --learning_rate=3e-3 --extra_epochs=3 --reconstruction_images=2000
+      --noplain --allocations=sensitivity_refit --align=16 --fine_tune=plain,kd --seeds=0,1,2
+      --output=benchmarks/results/prune_3ep_kd_align16.json
+  prune_3ep_kd_mini_mobilenet_v2.json: --models=mini_mobilenet_v2 and --fine_tune=kd, unaligned,
+      otherwise as prune_3ep_kd_align16.json
 """
 
 import pathlib
@@ -34,8 +42,10 @@ import _sensitivity
 
 import kslim
 from kslim import _plot
+from kslim import distill
 from kslim import pipeline
 from kslim._table import format_table
+from kslim._keras import keras
 from kslim.cli._common import quiet_tensorflow
 from kslim.conversion import convert
 from kslim.models import REFERENCE_MODELS
@@ -74,15 +84,27 @@ flags.register_multi_flags_validator(
     "--allocations=sensitivity_refit needs --reconstruction_images")
 _ALIGN = flags.DEFINE_integer("align", 1, "Keep pruned channel counts multiples of this "
                                "(kslim.prune's align).", lower_bound=1)
+_FINE_TUNE = flags.DEFINE_list(
+    "fine_tune", ["plain"], "How each pruned variant is fine-tuned: on the labels (plain), or "
+    "distilled (kd: soft labels at T=4 plus the labels) from the unpruned model fine-tuned the "
+    "same epochs with the same seed, the fair baseline it is compared with.")
+flags.register_validator("fine_tune", lambda value: value and set(value) <= {"plain", "kd"},
+                         "--fine_tune takes plain and/or kd")
 _SEEDS = flags.DEFINE_list(
     "seeds", ["0"], "Fine-tuning seeds (shuffling order). With several, every variant and the "
     "unpruned model are fine-tuned once per seed, each compared with the unpruned model of its "
     "own seed, and the targets use the mean over seeds.")
 
 
-def _fine_tune(model, x, y, seed):
+def _fine_tune(model, x, y, seed, teacher=None):
+  """Fine-tunes `model` in place on the labels, or distilled from `teacher` when given."""
   schedule = finetune_schedule(_LEARNING_RATE.value, _EXTRA_EPOCHS.value, len(x))
-  fit_classifier(model, x, y, _EXTRA_EPOCHS.value, learning_rate=schedule, seed=seed)
+  if teacher is None:
+    fit_classifier(model, x, y, _EXTRA_EPOCHS.value, learning_rate=schedule, seed=seed)
+    return model
+  keras.utils.set_random_seed(seed)
+  distiller = distill.Distiller(model, teacher, [distill.SoftLabel(temperature=4.0)])
+  distill.fit_distiller(distiller, x, y, _EXTRA_EPOCHS.value, learning_rate=schedule)
   return model
 
 
@@ -124,6 +146,7 @@ def _benchmark_model(name):
   seeds = [int(seed) for seed in _SEEDS.value]
   variants = [("fp32 fine-tuned", seed, _fine_tune(_copy(baseline), x_train, y_train, seed), {})
               for seed in seeds]
+  fair_models = {seed: model for _, seed, model, _ in variants}
   surgeon = None
 
   def ratios_for(how, criterion, reduction):
@@ -148,11 +171,15 @@ def _benchmark_model(name):
             kslim.pruning.reconstruct(graph, plan.roots(), pruned,
                                       x_train[:_RECONSTRUCTION.value])
           zero_shot = accuracy(pruned.predict(x_test, batch_size=1000, verbose=0), y_test)
-          extra = {"criterion": criterion, "ratios": how, "target_reduction": reduction,
-                   "reconstruction": refit, "accuracy_before_fine_tune": zero_shot}
-          variants += [(label + (" + LS refit" if refit else ""), seed,
-                        _fine_tune(_copy(pruned), x_train, y_train, seed), extra)
-                       for seed in seeds]
+          for how_tuned in _FINE_TUNE.value:
+            extra = {"criterion": criterion, "ratios": how, "target_reduction": reduction,
+                     "reconstruction": refit, "fine_tune": how_tuned,
+                     "accuracy_before_fine_tune": zero_shot}
+            variants += [(label + (" + LS refit" if refit else "")
+                          + (" + KD" if how_tuned == "kd" else ""), seed,
+                          _fine_tune(_copy(pruned), x_train, y_train, seed,
+                                     fair_models[seed] if how_tuned == "kd" else None), extra)
+                         for seed in seeds]
   rows = []
   paths = []
   for label, seed, model, extra in variants:
@@ -189,15 +216,19 @@ def _figure(rows, path):
                color="gray", linestyle="--", label="unpruned, fine-tuned (mean over seeds)")
     for how, marker in zip(_KINDS, "os^"):
       for index, criterion in enumerate(_CRITERIA.value):
-        for refit in sorted({r.get("reconstruction") for r in mine if "criterion" in r}):
+        for refit, tuned in sorted({(r["reconstruction"], r["fine_tune"]) for r in mine
+                                    if "criterion" in r}):
           points = [r for r in mine if r.get("ratios") == how
-                    and r.get("criterion") == criterion and r.get("reconstruction") == refit]
+                    and r.get("criterion") == criterion and r.get("reconstruction") == refit
+                    and r.get("fine_tune") == tuned]
           if not points:
             continue
           ax.plot([r["macs_ratio"] for r in points],
                   [100 * r["tflite_accuracy"] for r in points], marker=marker,
-                  color=f"C{index}", fillstyle="none" if refit else "full", linestyle="none",
-                  label=f"{criterion} {how}" + (" + LS refit" if refit else ""))
+                  color=f"C{index + 5 * (tuned == 'kd')}",
+                  fillstyle="none" if refit else "full", linestyle="none",
+                  label=f"{criterion} {how}" + (" + LS refit" if refit else "")
+                  + (" + KD" if tuned == "kd" else ""))
     ax.set(title=model, xlabel="MACs (share of the unpruned model)",
            ylabel="TFLite test accuracy (%)")
     ax.legend(fontsize="x-small", ncol=2)
@@ -222,7 +253,7 @@ def _means(rows):
 def _wins(rows, key, before, after):
   """'k/n': in how many of n pairs of variants differing only in `key` (`before` -> `after`)
   the `after` one is more accurate."""
-  same = ("criterion", "ratios", "reconstruction", "target_reduction", "seed")
+  same = ("criterion", "ratios", "reconstruction", "fine_tune", "target_reduction", "seed")
   pairs = [(a, b) for a in rows if a.get(key) == before for b in rows if b.get(key) == after
            and all(a.get(k) == b.get(k) for k in same if k != key)]
   return f"{sum(b['tflite_accuracy'] > a['tflite_accuracy'] for a, b in pairs)}/{len(pairs)}"
@@ -258,6 +289,8 @@ def main(argv):
     for before, after in (("uniform", "sensitivity"), ("sensitivity", "sensitivity_refit")):
       if {before, after} <= set(_ALLOCATIONS.value):
         targets[f"{model}: {after} beats {before}"] = _wins(mine, "ratios", before, after)
+    if len(_FINE_TUNE.value) > 1:
+      targets[f"{model}: KD fine-tuning beats plain"] = _wins(mine, "fine_tune", "plain", "kd")
     if _RECONSTRUCTION.value and _PLAIN.value:
       targets[f"{model}: LS refit beats plain pruning"] = _wins(mine, "reconstruction", False,
                                                                 True)
@@ -273,6 +306,8 @@ def main(argv):
                 + (f"fine-tuning seeds {', '.join(_SEEDS.value)}, each variant against the "
                    "unpruned model of its seed; " if len(_SEEDS.value) > 1 else "")
                 + (f"channel counts multiples of {_ALIGN.value}; " if _ALIGN.value > 1 else "")
+                + ("KD: distilled (soft labels, T=4, plus the labels) from the fair unpruned "
+                   "model of the same seed; " if "kd" in _FINE_TUNE.value else "")
                 + "float32 TFLite accuracy on the full 10,000-image test set; "
                 "median latency of 200 single-image runs, 1 thread", rows, targets=targets,
                 **({"means": means} if len(_SEEDS.value) > 1 else {}))
