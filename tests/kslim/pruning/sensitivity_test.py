@@ -138,6 +138,29 @@ class SensitivityTest(absltest.TestCase):
         bad()
 
 
+  def test_ratios_for_flops_give_back_channels_the_target_allows(self):
+    # Equal curves move every group's ratio together: with 8-channel steps of 32, the
+    # bisection alone jumps from 24 kept channels everywhere (0.56x MACs) to 16 (0.25x).
+    inputs = keras.Input((8, 8, 2))
+    x = inputs
+    for i in range(4):
+      x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, 3, padding="same", name=f"c{i}")(x)))
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(x)))
+    graph = DependencyGraph(model)
+    curve = {0.25: -1.0, 0.5: -2.0, 0.75: -3.0}
+    sens = Sensitivity("four", "l1", 0.0, {f"c{i}": dict(curve) for i in range(4)}, graph)
+    base = graph.macs()
+    ratios = kslim.pruning.ratios_for_flops(sens, 0.5, align=8)
+    removed = kslim.pruning.plan(graph, ratios, "l1", 8).removed
+    macs = graph.macs(kslim.pruning.plan(graph, ratios, "l1", 8).roots())
+    self.assertLessEqual(macs, 0.5 * base)
+    self.assertGreater(macs, 0.4 * base)
+    for name in removed:  # one more 8-channel step of any group breaks the target
+      more = dict(ratios, **{name: (len(removed[name]) - 8) / 32})
+      self.assertGreater(graph.macs(kslim.pruning.plan(graph, more, "l1", 8).roots()),
+                         0.5 * base, name)
+
+
 def _fine_tune(model):
   model.compile(keras.optimizers.Adam(1e-3),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
