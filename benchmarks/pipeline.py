@@ -3,9 +3,11 @@
 Per reference model: its cached 5-epoch float baseline (Adam 2e-3, batch 128) is the job's
 input file. The float reference is that baseline fine-tuned --prune_epochs (cosine from
 --prune_lr) then --qat_epochs (cosine from 2e-4) and exported as float32 TFLite. The job prunes
---flops_reduction of the baseline's MACs (--criterion, uniform ratios; 0.56 by default: the
-int8 file carries ~8.5 KB of scales and graph, so "-50% MACs" alone gives 6.5x, not 7x) and
-fine-tunes --prune_epochs with knowledge distillation (soft labels, T=4; --teacher: the float
+--flops_reduction of the baseline's MACs (--criterion, uniform ratios, or with --sensitive
+per-layer ratios from a scan on 3,000 held-out training images; --reconstruction_images refits
+the consumers by least squares, --sensitivity_refit refits inside the scan too, --align keeps
+channel counts multiples of k; 0.56 by default: the int8 file carries ~8.5 KB of scales and
+graph, so "-50% MACs" alone gives 6.5x, not 7x) and fine-tunes --prune_epochs with knowledge distillation (soft labels, T=4; --teacher: the float
 reference by default, or the 5-epoch baseline, whose constant-rate last epoch leaves it ~4 pt
 lower), then quantization-aware trains --qat_epochs and exports int8 TFLite: the same epochs
 and schedules as the float reference. Accuracy of every TFLite file on the full 10,000-image
@@ -48,6 +50,16 @@ _QAT_EPOCHS = flags.DEFINE_integer("qat_epochs", 1, "Quantization-aware training
 _TEACHER = flags.DEFINE_enum("teacher", "float", ["baseline", "float"], "KD teacher of the "
                              "pruned model: the job's 5-epoch input, or the float reference "
                              "(the baseline fine-tuned the job's epochs).")
+_SENSITIVE = flags.DEFINE_bool("sensitive", False, "Per-layer ratios from a sensitivity scan "
+                                "(on 3,000 held-out training images) instead of a uniform ratio.")
+_RECONSTRUCTION = flags.DEFINE_integer(
+    "reconstruction_images", 0, "When > 0, the pruned model's consumers are refitted by least "
+    "squares on this many training images before fine-tuning.", lower_bound=0)
+_SENSITIVITY_REFIT = flags.DEFINE_bool(
+    "sensitivity_refit", False, "With --sensitive and --reconstruction_images: the scan refits "
+    "every scanned prune before evaluating it.")
+_ALIGN = flags.DEFINE_integer("align", 1, "Keep pruned channel counts multiples of this.",
+                              lower_bound=1)
 _RUNS = flags.DEFINE_integer("runs", 200, "Timed runs per latency measurement.")
 _THREADS = (1, 2)
 
@@ -58,6 +70,9 @@ def _job(baseline_path, teacher):
       "dataset": "fashion_mnist",
       "strategies": [
           {"prune": {"criterion": _CRITERION.value, "flops_reduction": _FLOPS_REDUCTION.value,
+                     "sensitive": _SENSITIVE.value, "held_out": 3000, "align": _ALIGN.value,
+                     "reconstruction_images": _RECONSTRUCTION.value,
+                     "sensitivity_refit": _SENSITIVITY_REFIT.value,
                      "fine_tune_epochs": _PRUNE_EPOCHS.value, "learning_rate": _PRUNE_LR.value,
                      "distill": {"teacher": teacher, "losses": ["soft_label"],
                                  "temperature": 4.0}}},
@@ -117,6 +132,17 @@ def _benchmark_model(name):
   return rows
 
 
+def _allocation():
+  """The job's pruning ratios, refit and alignment, in words."""
+  words = ["sensitivity scan" + (" with refit" if _SENSITIVITY_REFIT.value else "")
+           if _SENSITIVE.value else "uniform"]
+  if _RECONSTRUCTION.value:
+    words.append(f"LS refit on {_RECONSTRUCTION.value:,} images")
+  if _ALIGN.value > 1:
+    words.append(f"channels multiples of {_ALIGN.value}")
+  return ", ".join(words)
+
+
 def main(argv):
   del argv
   quiet_tensorflow()
@@ -134,7 +160,7 @@ def main(argv):
             f"{r['faster']['1']:.2f}x faster at 1 thread; targets {r['targets']}")
   write_results(_OUTPUT.value, "pipeline",
                 f"5-epoch float baseline; job: prune {_FLOPS_REDUCTION.value:.0%} MACs "
-                f"({_CRITERION.value}, uniform) + {_PRUNE_EPOCHS.value} KD epochs "
+                f"({_CRITERION.value}, {_allocation()}) + {_PRUNE_EPOCHS.value} KD epochs "
                 f"({_PRUNE_LR.value:g} cosine, teacher: {_TEACHER.value}), QAT "
                 f"{_QAT_EPOCHS.value} epoch(s) (2e-4 cosine), int8 TFLite; float reference "
                 "fine-tuned the same epochs and schedules; ratios vs the fine-tuned float32 "
