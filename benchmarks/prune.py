@@ -30,6 +30,9 @@ Usage: .venv/bin/python benchmarks/prune.py [--models=reference_cnn] [--criteria
       --output=benchmarks/results/prune_3ep_kd_align16.json
   prune_3ep_kd_mini_mobilenet_v2.json: --models=mini_mobilenet_v2 and --fine_tune=kd, unaligned,
       otherwise as prune_3ep_kd_align16.json
+  prune_3ep_align16_reference_cnn.json, prune_3ep_align16_kd_mini_mobilenet_v2.json: as
+      prune_3ep_kd_align16.json, one model each, --fine_tune=plain and --fine_tune=kd, after
+      ratios_for_flops began giving channels back
 """
 
 import pathlib
