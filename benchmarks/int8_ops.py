@@ -8,8 +8,8 @@ of every file is cut out and timed with `tflite_tools.latency_table` (LiteRT wit
 thread, in context, the smallest of --repeats passes), and each whole file end to end (the
 smallest of --repeats medians of --runs single-image runs). The int8 and float32 files of one
 model have the same ops in the same order, so each op's int8 / float32 time pairs up. A sweep
-times one 1x1 convolution (14x14 input, 64 filters) per input channel count (--sweep_channels)
-in both dtypes: the channel count from which int8 pays on this CPU.
+times a pair of 1x1 convolutions (14x14; the second reads --sweep_channels channels and writes
+64) in both dtypes: the channel count from which int8 pays on this CPU.
 Prints the per-op-kind totals and the slowest int8 ops against their float32 twins; writes
 benchmarks/results/int8_ops.json and a plot of both files' per-op times
 (benchmarks/results/int8_ops.png).
