@@ -259,8 +259,8 @@ def _give_back(sens, ratios, criterion, align, target, scores):
     return float(np.interp(ratio, np.concatenate([[0.0], measured]),
                            np.concatenate([[0.0], losses])))
 
+  removed = prune_lib.plan(graph, ratios, criterion, align, scores=scores).removed
   while True:
-    removed = prune_lib.plan(graph, ratios, criterion, align, scores=scores).removed
     fits = []
     for group, ratio in ratios.items():
       n = sizes[group]
@@ -271,11 +271,10 @@ def _give_back(sens, ratios, criterion, align, target, scores):
       chosen = prune_lib.plan(graph, trial, criterion, align, scores=scores)
       if (len(chosen.removed.get(group, ())) < n - kept
           and graph.macs(chosen.roots()) <= target):
-        fits.append((loss_at(group, ratio), group, trial[group]))
+        fits.append((loss_at(group, ratio), group, trial[group], chosen.removed))
     if not fits:
       return {group: ratio for group, ratio in ratios.items() if ratio > 0}
-    _, group, ratio = max(fits)
-    ratios[group] = ratio
+    _, group, ratios[group], removed = max(fits, key=lambda fit: fit[:2])
 
 
 def uniform_ratio_for_flops(graph, reduction, criterion="l1", align=1):
