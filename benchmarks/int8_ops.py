@@ -78,13 +78,13 @@ def _files(name):
   graph = kslim.pruning.DependencyGraph(ctx.model)
   ratio = kslim.pruning.uniform_ratio_for_flops(graph, _REDUCTION.value, "bn_gamma",
                                                 _ALIGN.value)
-  variants = {"unpruned": ctx.model,
-              f"-{_REDUCTION.value:.0%} MACs, align {_ALIGN.value}":
-                  kslim.prune(ctx.model, ratio, "bn_gamma", _ALIGN.value)}
+  variants = [("unpruned", "unpruned", ctx.model),
+              (f"-{_REDUCTION.value:.0%} MACs, align {_ALIGN.value}", "pruned",
+               kslim.prune(ctx.model, ratio, "bn_gamma", _ALIGN.value))]
   files = {}
-  for variant, model in variants.items():
+  for variant, stem, model in variants:
     for dtype in _DTYPES:
-      path = workdir / f"int8_ops_{variant.split(',')[0].strip('-%')}_{dtype}.tflite"
+      path = workdir / f"int8_ops_{stem}_{dtype}.tflite"
       convert(model, dtype, representative_data=x_train[:256] if dtype == "int8" else None,
               output_path=path)
       files[(variant, dtype)] = path
