@@ -1,5 +1,6 @@
 """Architecture search: token search spaces, SA / RL / random controllers under MACs, params
-or device-latency budgets; differentiable search (DARTS, PC-DARTS); Once-for-All supernets.
+or device-latency budgets; differentiable search (DARTS, PC-DARTS); Once-for-All supernets,
+whose subnets the same controllers search with weight-sharing scores (`OFASpace`).
 
 Example:
   >>> from kslim import nas
@@ -18,12 +19,14 @@ from kslim.nas.darts import Supernet
 from kslim.nas.darts import build_network
 from kslim.nas.evaluation import LatencyReward
 from kslim.nas.evaluation import TrainEvaluator
+from kslim.nas.evaluation import WeightSharingEvaluator
 from kslim.nas.executor import Executor
 from kslim.nas.executor import LocalExecutor
 from kslim.nas.executor import OptunaExecutor
 from kslim.nas.executor import OptunaWorker
 from kslim.nas.ofa import OFA
 from kslim.nas.ofa import OFASupernet
+from kslim.nas.ofa_space import OFASpace
 from kslim.nas.pc_darts import PCDARTS
 from kslim.nas.random_search import RandomSearch
 from kslim.nas.rl import RLNAS
@@ -38,7 +41,8 @@ from kslim.nas.search_space import SearchSpace
 from kslim.nas.search_space import StagedSpace
 
 __all__ = ["BlockSpace", "Constraint", "Controller", "DARTS", "Executor", "Genotype",
-           "LatencyReward", "LocalExecutor", "MobileNetV1Space", "MobileNetV2Space", "OFA", "OFASupernet",
-           "OptunaExecutor", "OptunaWorker", "PCDARTS", "RLNAS", "RandomSearch",
-           "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace", "Supernet",
-           "TableLatencyEvaluator", "TrainEvaluator", "build_network", "plot_trials", "search"]
+           "LatencyReward", "LocalExecutor", "MobileNetV1Space", "MobileNetV2Space", "OFA",
+           "OFASpace", "OFASupernet", "OptunaExecutor", "OptunaWorker", "PCDARTS", "RLNAS",
+           "RandomSearch", "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace", "Supernet",
+           "TableLatencyEvaluator", "TrainEvaluator", "WeightSharingEvaluator",
+           "build_network", "plot_trials", "search"]

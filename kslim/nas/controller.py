@@ -2,8 +2,9 @@
 protocol, budget filtering, the best candidate so far, and a checkpoint to resume from.
 
 A controller proposes candidates (token lists of a `SearchSpace`); candidates over the
-constraint's budget are skipped before anyone trains them, and a candidate scored before is
-not trained again: the controller learns from its recorded score and proposes anew. After
+constraint's budget are skipped before anyone trains them, and a candidate scored before (one
+with the same `SearchSpace.key`: the same model) is not trained again: the controller learns
+from its recorded score and proposes anew. After
 each reward the whole state, random generator included, is written to the checkpoint (JSON,
 replaced atomically), so a search killed at any point resumes with the same next candidate
 and loses no finished trial.
@@ -46,7 +47,7 @@ class Controller(abc.ABC):
     self.best_tokens, self.best_reward = None, -math.inf
     self.history = []  # one dict per rewarded candidate: step, tokens, reward, cost, accepted
     self._pending = []  # (tokens, cost) of the candidates proposed and not yet rewarded
-    self._scores = {}  # tuple(tokens) -> reward of every scored candidate
+    self._scores = {}  # space.key(tokens) -> reward of every scored candidate
     if self.checkpoint is not None and self.checkpoint.exists():
       self._load()
 
@@ -89,12 +90,13 @@ class Controller(abc.ABC):
                              "raise the budget")
         tries += 1
         tokens = self.space.check(self.propose())
-        known = self._scores.get(tuple(tokens))
+        key = self.space.key(tokens)
+        known = self._scores.get(key)
         if known is not None and tries <= self.max_resample // 2:
           self.revisited += 1  # scored before: learn from that score, train nothing
           self.update(tokens, known)
           continue
-        if any(tokens == pending for pending, _ in self._pending):
+        if any(key == self.space.key(pending) for pending, _ in self._pending):
           continue
         cost = self._cost(tokens)
         if self.constraint is None or cost <= self.constraint.budget:
@@ -122,7 +124,7 @@ class Controller(abc.ABC):
       accepted.append(bool(self.update(tokens, value)))
       if value > self.best_reward:
         self.best_tokens, self.best_reward = list(tokens), value
-      self._scores[tuple(tokens)] = value
+      self._scores[self.space.key(tokens)] = value
       self.history.append({"step": self.step, "tokens": list(tokens), "reward": value,
                            "cost": cost, "accepted": accepted[-1]})
       self.step += 1
@@ -140,7 +142,8 @@ class Controller(abc.ABC):
       return
     data = {"controller": type(self).__name__, "step": self.step, "skipped": self.skipped,
             "revisited": self.revisited, "best_tokens": self.best_tokens,
-            "best_reward": self.best_reward, "history": self.history, "rng": self.rng.bit_generator.state, "state": self.state()}
+            "best_reward": self.best_reward, "history": self.history,
+            "rng": self.rng.bit_generator.state, "state": self.state()}
     self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
     tmp.write_text(json.dumps(data))
@@ -154,7 +157,7 @@ class Controller(abc.ABC):
     self.step, self.skipped, self.revisited = data["step"], data["skipped"], data["revisited"]
     self.best_tokens, self.best_reward = data["best_tokens"], data["best_reward"]
     self.history = data["history"]
-    self._scores = {tuple(h["tokens"]): h["reward"] for h in self.history}
+    self._scores = {self.space.key(h["tokens"]): h["reward"] for h in self.history}
     self.rng.bit_generator.state = data["rng"]
     self.load_state(data["state"])
     logging.info("%s: resumed from %s after %d steps", type(self).__name__, self.checkpoint,

@@ -1,5 +1,6 @@
-"""`TrainEvaluator`: scores a candidate by training it briefly and measuring held-out accuracy
-(the in-process trial of a search; short proxies rank architectures well enough to search).
+"""Candidate scores: `TrainEvaluator` trains a candidate briefly and measures held-out accuracy
+(the in-process trial of a search; short proxies rank architectures well enough to search);
+`WeightSharingEvaluator` scores a subnet that arrives with a supernet's trained weights.
 
 After a short training the batch-norm moving averages have not settled (with momentum 0.99,
 a hundred steps leave a third of the initial statistics in them), which would score every
@@ -10,7 +11,7 @@ import numpy as np
 from kslim.nas.batch_norm import recalibrate_batch_norm
 from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 
-__all__ = ["LatencyReward", "TrainEvaluator"]
+__all__ = ["LatencyReward", "TrainEvaluator", "WeightSharingEvaluator"]
 
 
 class TrainEvaluator:
@@ -40,6 +41,26 @@ class TrainEvaluator:
     fit_classifier(model, self.x_train, self.y_train, self.epochs, self.batch_size, schedule,
                    self.seed, verbose=0)
     recalibrate_batch_norm(model, self.x_train[:self.calibration_images])
+    return model_accuracy(model, self.x_val, self.y_val)
+
+
+class WeightSharingEvaluator:
+  """``evaluator(model) -> held-out accuracy`` of a candidate that arrives trained: a subnet
+  decoded from a supernet (`OFASpace`) with the supernet's weights. Nothing trains; only the
+  batch-norm statistics, which in a supernet mix every subnet's, are recalibrated first.
+
+  Args:
+    x_calib: training images the batch-norm statistics are recalibrated on (all in one
+      batch; a thousand suffice).
+    x_val, y_val: held-out images and labels the score is measured on (never the test set).
+  """
+
+  def __init__(self, x_calib, x_val, y_val):
+    self.x_calib = np.asarray(x_calib)
+    self.x_val, self.y_val = np.asarray(x_val), np.asarray(y_val)
+
+  def __call__(self, model):
+    recalibrate_batch_norm(model, self.x_calib)
     return model_accuracy(model, self.x_val, self.y_val)
 
 

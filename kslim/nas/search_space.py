@@ -66,6 +66,12 @@ class SearchSpace(abc.ABC):
         raise ValueError(f"{type(self).__name__}: token {i} is {token}, expected 0..{count - 1}")
     return tokens
 
+  def key(self, tokens):
+    """A hashable key, equal for valid token lists that build the same model. Controllers
+    score each key once. By default every token matters; a space with tokens that can go
+    unused (a block past its stage's depth) maps those to one value."""
+    return tuple(tokens)
+
   def init_tokens(self):
     """A starting candidate: the middle option of every token."""
     return [count // 2 for count in self.choices]
