@@ -18,8 +18,7 @@ searches and supernets also resume from their own checkpoints there):
   3. Once-for-All: the elastic supernet trained with progressive shrinking (--ofa_epochs:
      full 5, then kernel 1, depth 1, width 1 epochs on --final_images images, KD from the
      full network; each shrinking step trains --ofa_subnets_per_step subnets: the phase's
-     smallest and random ones; every phase decays its learning rate along a cosine, the full
-     one from 2e-3, the shrinking ones from --ofa_shrink_learning_rate), then the best subnet under each of --ofa_budgets MACs
+     smallest and random ones), then the best subnet under each of --ofa_budgets MACs
      (--ofa_samples sampled) extracted without retraining; the same architecture trained from
      scratch on the same images for as many epochs as the full network (the OFA paper's
      protocol: the shrinking phases are the extra cost of training every subnet at once).
@@ -71,8 +70,6 @@ _OFA_SUBNETS_PER_STEP = flags.DEFINE_integer("ofa_subnets_per_step", 3, "Subnets
 _OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=5,kernel=1,depth=1,width=1",
                                    "Epochs per progressive-shrinking phase; scratch-trained "
                                    "subnets get the full phase's.")
-_OFA_SHRINK_LR = flags.DEFINE_float("ofa_shrink_learning_rate", 1e-3, "Peak learning rate "
-                                     "of each shrinking phase (the full phase peaks at 2e-3).")
 _HELD_OUT = 2000
 
 
@@ -177,10 +174,8 @@ def _ofa_part(workdir, data, epochs):
     keras.utils.set_random_seed(0)
     return nas.OFASupernet((28, 28, 1), 10)
 
-  ofa = nas.OFA(supernet(), subnets_per_step=_OFA_SUBNETS_PER_STEP.value,
-                shrink_learning_rate=_OFA_SHRINK_LR.value)
-  tag = (f"spp{_OFA_SUBNETS_PER_STEP.value}_slr{_OFA_SHRINK_LR.value:g}_"
-         + "_".join(f"{k}{v}" for k, v in epochs.items()))
+  ofa = nas.OFA(supernet(), subnets_per_step=_OFA_SUBNETS_PER_STEP.value)
+  tag = f"spp{_OFA_SUBNETS_PER_STEP.value}_" + "_".join(f"{k}{v}" for k, v in epochs.items())
   trained = {}
 
   def train():  # once for every budget; resumes from its epoch checkpoint
@@ -278,8 +273,7 @@ def main(argv):
             "darts_images": _DARTS_IMAGES.value, "final_images": _FINAL_IMAGES.value,
             "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": ofa_epochs,
             "ofa_samples": _OFA_SAMPLES.value,
-            "ofa_subnets_per_step": _OFA_SUBNETS_PER_STEP.value,
-            "ofa_learning_rates": {"full": 2e-3, "shrinking": _OFA_SHRINK_LR.value}}
+            "ofa_subnets_per_step": _OFA_SUBNETS_PER_STEP.value}
   write_results(_OUTPUT.value, "nas", recipe, rows)
   _plot_results(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
 

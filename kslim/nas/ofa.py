@@ -10,14 +10,11 @@ as a standalone tf_keras model with the sliced weights, ready for `kslim.convert
 
 `OFA` trains the supernet by progressive shrinking (full network, then elastic kernel, depth
 and width) with knowledge distillation from the full network (`kslim.distill.losses.soft_kl`).
-As in the OFA paper, every phase decays its own learning rate along a cosine to 0, the
-shrinking phases from a lower peak than the full network's: a constant rate leaves the weights
-as noisy as its last steps made them, which the subnets (extracted as they are) keep.
 Every shrinking step averages the gradients of the phase's smallest subnet and random ones
 (BigNAS's sandwich rule: the smallest subnets, which one random draw per step almost never
 reaches, train at every step). `OFA.pick` finds the best subnet under a
 MACs, params or latency-table budget without retraining (batch-norm statistics recalibrated
-per subnet) among random samples; `kslim.nas.OFASpace` lets SA or RL search them instead.
+per subnet).
 
 References:
   Cai et al., "Once-for-All: Train One Network and Specialize it for Efficient Deployment",
@@ -37,7 +34,7 @@ from kslim._keras import keras
 from kslim.distill.losses import soft_kl
 from kslim.nas.batch_norm import recalibrate_batch_norm
 from kslim.nas.checkpoint import EpochCheckpoint
-from kslim.nas.evaluation import WeightSharingEvaluator
+from kslim.training import model_accuracy
 
 __all__ = ["OFASupernet", "OFA", "PHASES", "parse_epochs"]
 
@@ -236,11 +233,7 @@ class OFA:
 
   Args:
     supernet: the `OFASupernet`.
-    learning_rate: Adam's peak learning rate in the "full" phase (cosine decay to 0 over the
-      phase, as kslim trains every network, so the full network matches one trained alone).
-    shrink_learning_rate: the peak of each shrinking phase's own cosine decay (default: half
-      of `learning_rate`; the OFA paper restarts every shrinking phase lower than the full
-      network's rate: it fine-tunes weights that already work).
+    learning_rate: Adam's learning rate.
     kd_weight: weight of the distillation term from the full network (phases after "full").
     temperature: the distillation temperature.
     subnets_per_step: subnets trained per shrinking step, gradients averaged: the phase's
@@ -254,17 +247,11 @@ class OFA:
   """
 
   def __init__(self, supernet, learning_rate=2e-3, kd_weight=1.0, temperature=1.0,
-               subnets_per_step=2, shrink_learning_rate=None):
+               subnets_per_step=2):
     if subnets_per_step < 1:
       raise ValueError(f"OFA: subnets_per_step must be >= 1, got {subnets_per_step!r}")
-    shrink_learning_rate = (learning_rate / 2 if shrink_learning_rate is None
-                            else shrink_learning_rate)
-    if not learning_rate > 0 or not shrink_learning_rate > 0:
-      raise ValueError(f"OFA: learning rates must be > 0, got {learning_rate!r} and "
-                       f"{shrink_learning_rate!r}")
     self.supernet = supernet
     self.subnets_per_step = subnets_per_step
-    self.learning_rate, self.shrink_learning_rate = learning_rate, shrink_learning_rate
     self.optimizer = keras.optimizers.Adam(learning_rate)
     self.kd_weight, self.temperature = kd_weight, temperature
     self.teacher = None
@@ -280,16 +267,8 @@ class OFA:
                                                          self.temperature)
     return loss, tape.gradient(loss, self.supernet.trainable_weights)
 
-  def phase_learning_rate(self, phase, progress):
-    """The learning rate `progress` (0 at the phase's first step, 1 past its last) into
-    `phase`: the phase's peak times ``(1 + cos(pi * progress)) / 2``."""
-    peak = self.learning_rate if phase == "full" else self.shrink_learning_rate
-    return peak * 0.5 * (1.0 + np.cos(np.pi * progress))
-
-  def _step(self, xb, yb, configs, teacher_logits, kd_weight, learning_rate):
-    """One optimizer step at `learning_rate` on the mean gradient of the `configs` subnets;
-    their mean loss."""
-    self.optimizer.learning_rate.assign(learning_rate)
+  def _step(self, xb, yb, configs, teacher_logits, kd_weight):
+    """One optimizer step on the mean gradient of the `configs` subnets; their mean loss."""
     total_loss, total = 0.0, None
     for config in configs:
       self.supernet.set_config(config)
@@ -338,8 +317,7 @@ class OFA:
         recalibrate_batch_norm(self.teacher, x[:calibration_images])
       rng = np.random.default_rng([seed, index])
       order = rng.permutation(len(x))
-      steps = len(x) // batch_size
-      bar = tqdm(range(steps), desc=f"OFA {phase} {epoch + 1}/{epochs[phase]}",
+      bar = tqdm(range(len(x) // batch_size), desc=f"OFA {phase} {epoch + 1}/{epochs[phase]}",
                  disable=not progress)
       for s in bar:
         batch = order[s * batch_size:(s + 1) * batch_size]
@@ -352,8 +330,7 @@ class OFA:
           configs += [self.supernet.random_config(rng, phase)
                       for _ in range(self.subnets_per_step - len(configs))]
           teacher_logits, kd = self.teacher(xb, training=False), self.kd_weight
-        rate = self.phase_learning_rate(phase, (epoch * steps + s) / (epochs[phase] * steps))
-        loss = self._step(xb, yb, configs, teacher_logits, tf.constant(kd, tf.float32), rate)
+        loss = self._step(xb, yb, configs, teacher_logits, tf.constant(kd, tf.float32))
         bar.set_postfix(loss=f"{loss:.3f}")
       state.epoch_finished()
     self.supernet.set_config(self.supernet.largest())
@@ -371,7 +348,7 @@ class OFA:
     Raises:
       ValueError: no sampled subnet fits the budget.
     """
-    rng, evaluate = np.random.default_rng(seed), WeightSharingEvaluator(x_calib, x_val, y_val)
+    rng = np.random.default_rng(seed)
     candidates = itertools.chain([self.supernet.smallest(), self.supernet.largest()],
                                  (self.supernet.random_config(rng) for _ in range(samples)))
     best, self.trials = None, []
@@ -381,7 +358,8 @@ class OFA:
       if cost is not None and cost > constraint.budget:
         self.trials.append({"config": config, "cost": cost, "accuracy": None})
         continue
-      score = evaluate(model)
+      recalibrate_batch_norm(model, x_calib)
+      score = model_accuracy(model, x_val, y_val)
       self.trials.append({"config": config, "cost": cost, "accuracy": score})
       logging.info("OFA subnet %s: held-out accuracy %.4f", config, score)
       if best is None or score > best[2]:

@@ -123,23 +123,6 @@ class TrainAndPickTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "subnets_per_step must be >= 1"):
       ofa_lib.OFA(net, subnets_per_step=0)
 
-  def test_every_phase_decays_its_own_learning_rate_along_a_cosine(self):
-    x, y = _data(64)
-    ofa = ofa_lib.OFA(_supernet(), learning_rate=1e-2, shrink_learning_rate=4e-3)
-    rates = []
-    step = ofa._step
-    with mock.patch.object(ofa, "_step", side_effect=lambda *args: (rates.append(args[-1]),
-                                                                     step(*args))[1]):
-      ofa.train(x, y, {"full": 2, "kernel": 1}, batch_size=16, progress=False)
-    # "full": 2 epochs x 4 steps from 1e-2; "kernel": 4 steps restarting from 4e-3.
-    full = 1e-2 * 0.5 * (1 + np.cos(np.pi * np.arange(8) / 8))
-    kernel = 4e-3 * 0.5 * (1 + np.cos(np.pi * np.arange(4) / 4))
-    np.testing.assert_allclose(rates, np.concatenate([full, kernel]), rtol=1e-6)
-    self.assertAlmostEqual(float(ofa.optimizer.learning_rate.numpy()), kernel[-1], places=7)
-    self.assertEqual(ofa_lib.OFA(_supernet(), learning_rate=1e-2).shrink_learning_rate, 5e-3)
-    with self.assertRaisesRegex(ValueError, "learning rates must be > 0"):
-      ofa_lib.OFA(ofa.supernet, shrink_learning_rate=0.0)
-
   def test_epochs_parse_from_the_command_line_form(self):
     self.assertEqual(ofa_lib.parse_epochs("full=5,kernel=1,width=2"),
                      {"full": 5, "kernel": 1, "width": 2})
