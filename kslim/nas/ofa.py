@@ -9,7 +9,9 @@ exactly what the smaller network computes. `OFASupernet.extract` builds that sma
 as a standalone tf_keras model with the sliced weights, ready for `kslim.convert`.
 
 `OFA` trains the supernet by progressive shrinking (full network, then elastic kernel, depth
-and width) with knowledge distillation from the full network (`kslim.distill.losses.soft_kl`).
+and width) with knowledge distillation from the full network (`kslim.distill.losses.soft_kl`);
+before the width phase every block's hidden channels are sorted by importance, as in the OFA
+paper, so the narrow subnets keep the channels that matter.
 Every shrinking step averages the gradients of the phase's smallest subnet and random ones
 (BigNAS's sandwich rule: the smallest subnets, which one random draw per step almost never
 reaches, train at every step). `OFA.pick` finds the best subnet under a
@@ -155,6 +157,36 @@ class OFASupernet(keras.Model):
     self._expand.assign(config["expand"])
     self._depth.assign(config["depth"])
 
+  def sort_channels(self, optimizer=None):
+    """Reorders every block's hidden (expansion) channels by importance, most important
+    first: the L1 norm of each channel's projection weights (the OFA paper's channel
+    sorting, done before the width phase). Width subnets keep a block's first channels, so
+    after sorting they start from the channels that matter instead of arbitrary ones. The
+    full network computes the same function: the expansion, depthwise and projection
+    weights and both batch norms move together.
+
+    Args:
+      optimizer: the Adam optimizer training the supernet, if any; its moments of the
+        reordered weights are reordered with them.
+
+    Returns:
+      Per block, the permutation applied (new position -> old channel index).
+    """
+    orders = []
+    for *_, layers in self.blocks:
+      importance = np.abs(layers["project"].kernel.numpy()).sum(axis=(0, 1, 3))
+      order = np.argsort(-importance, kind="stable")
+      moved = [(layers["expand"].kernel, 3), (layers["dw"].depthwise_kernel, 2),
+               (layers["project"].kernel, 2)]
+      moved += [(w, 0) for bn in ("expand_bn", "dw_bn") for w in layers[bn].weights]
+      for variable, axis in moved:
+        slots = [] if optimizer is None or not variable.trainable else _adam_moments(
+            optimizer, variable)
+        for v in [variable, *slots]:
+          v.assign(np.take(v.numpy(), order, axis=axis))
+      orders.append(order)
+    return orders
+
   # Forward -------------------------------------------------------------------------------------
 
   def call(self, x, training=None):
@@ -226,6 +258,14 @@ class OFASupernet(keras.Model):
     for layer, weights in copies:
       layer.set_weights(weights)
     return model
+
+
+def _adam_moments(optimizer, variable):
+  """Adam's first and second moments of `variable`. tf_keras keeps them in lists indexed by
+  a variable key and has no public accessor (variable names are not unique here: every
+  depthwise kernel is "depthwise_kernel")."""
+  index = optimizer._index_dict[optimizer._var_key(variable)]  # pylint: disable=protected-access
+  return optimizer._momentums[index], optimizer._velocities[index]  # pylint: disable=protected-access
 
 
 class OFA:
@@ -311,6 +351,8 @@ class OFA:
                             teacher=self.teacher)
     for index in range(state.epochs_done, len(schedule)):
       phase, epoch = schedule[index]
+      if phase == "width" and epoch == 0:  # the narrowest subnets keep the best channels
+        self.supernet.sort_channels(self.optimizer)
       if index == first_shrinking:  # freeze a copy of the trained full network
         self.supernet.set_config(self.supernet.largest())
         self.teacher.set_weights(self.supernet.extract(self.supernet.largest()).get_weights())

@@ -69,6 +69,34 @@ class SupernetTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "'depth' must be 2 values"):
       self.net.extract({"kernel": [3] * 6, "expand": [3] * 6, "depth": [1]})
 
+  def test_channel_sorting_keeps_the_full_network_and_puts_important_channels_first(self):
+    rng = np.random.default_rng(2)
+    for w in self.net.trainable_weights:  # unsorted importance
+      w.assign(w * rng.uniform(0.2, 2.0, w.shape).astype(np.float32))
+    narrow = {"kernel": [5] * 6, "expand": [3] * 6, "depth": [3, 3]}
+    self.net.set_config(narrow)
+    narrow_before = self.net(self.x, training=False).numpy()
+    self.net.set_config(self.net.largest())
+    full_before = self.net(self.x, training=False).numpy()
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(self.net.trainable_weights)
+    project = self.net.blocks[0][-1]["project"].kernel
+    moment = ofa_lib._adam_moments(optimizer, project)[0]
+    moment.assign(rng.normal(size=project.shape).astype(np.float32))
+    project_before, moment_before = project.numpy(), moment.numpy()
+    orders = self.net.sort_channels(optimizer)
+    np.testing.assert_allclose(self.net(self.x, training=False).numpy(), full_before,
+                               rtol=1e-5, atol=1e-5)
+    for order, (*_, layers) in zip(orders, self.net.blocks):
+      importance = np.abs(layers["project"].kernel.numpy()).sum(axis=(0, 1, 3))
+      self.assertTrue(np.all(np.diff(importance) <= 0), "most important first")
+      self.assertFalse(np.array_equal(order, np.arange(len(order))))
+    np.testing.assert_array_equal(project.numpy(), project_before[:, :, orders[0]])
+    np.testing.assert_array_equal(moment.numpy(), moment_before[:, :, orders[0]])
+    self.net.set_config(narrow)  # the narrow subnet now runs other (the best) channels
+    self.assertFalse(np.allclose(self.net(self.x, training=False).numpy(), narrow_before,
+                                 atol=1e-3))
+
   def test_random_configs_follow_the_phase(self):
     rng = np.random.default_rng(0)
     largest = self.net.largest()
@@ -120,6 +148,9 @@ class TrainAndPickTest(absltest.TestCase):
     self.assertEqual(net.smallest("depth")["expand"], net.largest()["expand"])
     self.assertTrue(all(c["expand"] == net.largest()["expand"] for c in depth))
     self.assertGreater(len({str(c) for c in width}), 2)  # random ones besides the smallest
+    with mock.patch.object(net, "sort_channels") as sort:  # once, before the width phase
+      ofa.train(x, y, {"full": 1, "width": 2}, batch_size=16, progress=False)
+    sort.assert_called_once_with(ofa.optimizer)
     with self.assertRaisesRegex(ValueError, "subnets_per_step must be >= 1"):
       ofa_lib.OFA(net, subnets_per_step=0)
 
