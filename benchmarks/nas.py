@@ -1,6 +1,6 @@
 """Benchmark: architecture search on Fashion-MNIST at budgets a 2-core CPU affords.
 
-Three parts, each cached in --workdir (an interrupted run resumes part by part; the token
+Four parts, each cached in --workdir (an interrupted run resumes part by part; the token
 searches and supernets also resume from their own checkpoints there):
   1. Token search, MobileNetV2 space, MACs <= --macs_budget: SA (initial temperature
      --sa_temperature: 0.005, where 0.03 accepted most worse moves of a few hundredths), RL
@@ -19,14 +19,20 @@ searches and supernets also resume from their own checkpoints there):
      full 5, then kernel 1, depth 1, width 1 epochs on --final_images images, KD from the
      full network; each shrinking step trains --ofa_subnets_per_step subnets: the phase's
      smallest and random ones), then the best subnet under each of --ofa_budgets MACs
-     (--ofa_samples sampled) extracted without retraining; the same architecture trained from
-     scratch on the same images for as many epochs as the full network (the OFA paper's
-     protocol: the shrinking phases are the extra cost of training every subnet at once).
-     Test accuracy of both on the full test set.
+     (--ofa_samples sampled) extracted without retraining; the same architecture trained
+     from scratch on the same images for as many epochs as the full network (the OFA
+     paper's protocol: the shrinking phases are the extra cost of training every subnet at
+     once). Test accuracy of both on the full test set.
+  4. Search over the OFA subnets (--parts=ofa_search; the same supernet): SA, RL and random
+     search over `nas.OFASpace` under each of --ofa_budgets, --ofa_search_trials trials per
+     controller and seed, each scored by weight sharing (`nas.WeightSharingEvaluator`:
+     batch norm recalibrated on 1,000 training images, held-out accuracy, nothing trained).
+     Compared as in part 1; the best subnet's test accuracy is reported too, and the SA
+     winner of the first seed is trained from scratch as in part 3.
 Accuracies are of the Keras models (no TFLite file is made here). Prints a table, writes
 benchmarks/results/nas.json and a Pareto plot (nas.png).
 
-Usage: .venv/bin/python benchmarks/nas.py [--trials=8] [--parts=token,darts,ofa]
+Usage: .venv/bin/python benchmarks/nas.py [--trials=8] [--parts=token,darts,ofa,ofa_search]
 """
 
 import functools
@@ -52,7 +58,7 @@ from kslim.training import finetune_schedule, fit_classifier, model_accuracy
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench/nas", "Cache and checkpoints.")
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/results/nas.json", "JSON results.")
-_PARTS = flags.DEFINE_list("parts", ["token", "darts", "ofa"], "Parts to run.")
+_PARTS = flags.DEFINE_list("parts", ["token", "darts", "ofa", "ofa_search"], "Parts to run.")
 _TRIALS = flags.DEFINE_integer("trials", 12, "Trials per token-search controller and seed.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"],
                           "Controller seeds of the token searches.")
@@ -70,6 +76,8 @@ _OFA_SUBNETS_PER_STEP = flags.DEFINE_integer("ofa_subnets_per_step", 3, "Subnets
 _OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=5,kernel=1,depth=1,width=1",
                                    "Epochs per progressive-shrinking phase; scratch-trained "
                                    "subnets get the full phase's.")
+_OFA_SEARCH_TRIALS = flags.DEFINE_integer("ofa_search_trials", 20, "Trials per controller "
+                                          "and seed of the searches over OFA subnets.")
 _HELD_OUT = 2000
 
 
@@ -166,58 +174,130 @@ def _darts_part(workdir, data):
   return rows
 
 
-def _ofa_part(workdir, data, epochs):
-  (x_train, y_train), (x_val, y_val), _ = data
-  n = _FINAL_IMAGES.value
+def _fresh_supernet():
+  keras.utils.set_random_seed(0)
+  return nas.OFASupernet((28, 28, 1), 10)
 
-  def supernet():
-    keras.utils.set_random_seed(0)
-    return nas.OFASupernet((28, 28, 1), 10)
 
-  ofa = nas.OFA(supernet(), subnets_per_step=_OFA_SUBNETS_PER_STEP.value)
-  tag = f"spp{_OFA_SUBNETS_PER_STEP.value}_" + "_".join(f"{k}{v}" for k, v in epochs.items())
-  trained = {}
+class _Supernet:
+  """The benchmark's OFA supernet, trained on first use (resuming from its checkpoint), so
+  parts whose results are all cached never wait for it."""
 
-  def train():  # once for every budget; resumes from its epoch checkpoint
-    if not trained:
-      start = time.time()
-      ofa.train(x_train[:n], y_train[:n], epochs,
-                checkpoint_dir=workdir / f"ofa_supernet_{tag}")
-      trained["seconds"] = time.time() - start
+  def __init__(self, workdir, data, epochs):
+    self.workdir, self.data, self.epochs = workdir, data, epochs
+    self.ofa = nas.OFA(_fresh_supernet(), subnets_per_step=_OFA_SUBNETS_PER_STEP.value)
+    self.tag = (f"sorted_spp{_OFA_SUBNETS_PER_STEP.value}_"
+                + "_".join(f"{k}{v}" for k, v in epochs.items()))
+    self.seconds = None
 
+  def trained(self):
+    if self.seconds is None:
+      (x_train, y_train), _, _ = self.data
+      start, n = time.time(), _FINAL_IMAGES.value
+      self.ofa.train(x_train[:n], y_train[:n], self.epochs,
+                     checkpoint_dir=self.workdir / f"ofa_supernet_{self.tag}")
+      self.seconds = time.time() - start
+    return self.ofa
+
+  def versus_scratch(self, config, model):
+    """Test accuracy of the extracted `model` (batch norm recalibrated) and of `config`'s
+    architecture trained from scratch for as many epochs as the full network."""
+    (x_train, _), _, (x_test, y_test) = self.data
+    recalibrate_batch_norm(model, x_train[:1000])
+    scratch = _fresh_supernet().extract(config)  # the same architecture, fresh weights
+    ofa_accuracy = model_accuracy(model, x_test, y_test)
+    scratch_accuracy = _train_and_test(scratch, self.data, self.epochs["full"])
+    return {"config": config, "macs": _macs(model), "params": model.count_params(),
+            "ofa_test_accuracy": ofa_accuracy, "scratch_test_accuracy": scratch_accuracy,
+            "gap_points": 100 * (ofa_accuracy - scratch_accuracy)}
+
+
+def _ofa_part(workdir, data, supernet):
+  (x_train, _), (x_val, y_val), _ = data
   rows = []
   for budget in map(float, _OFA_BUDGETS.value):
     def run(budget=budget):
-      train()
-      constraint = nas.Constraint("macs", budget)
-      config, model, held_out = ofa.pick(constraint, x_val, y_val, x_train[:1000],
-                                         samples=_OFA_SAMPLES.value)
-      (x_test, y_test) = data[2]
-      scratch = supernet().extract(config)  # the same architecture, fresh weights
-      return {"budget": budget, "config": config, "macs": _macs(model),
-              "params": model.count_params(), "held_out_accuracy": held_out,
-              "ofa_test_accuracy": model_accuracy(model, x_test, y_test),
-              "scratch_test_accuracy": _train_and_test(scratch, data, epochs["full"]),
-              "supernet_seconds": trained.get("seconds")}
-    result = _cached(workdir, f"ofa_{tag}_{budget:g}", run)
+      ofa = supernet.trained()
+      config, model, held_out = ofa.pick(nas.Constraint("macs", budget), x_val, y_val,
+                                         x_train[:1000], samples=_OFA_SAMPLES.value)
+      return {"budget": budget, "held_out_accuracy": held_out,
+              **supernet.versus_scratch(config, model), "supernet_seconds": supernet.seconds}
+    result = _cached(workdir, f"ofa_{supernet.tag}_{budget:g}", run)
     rows.append({"part": "ofa", "method": f"ofa <= {budget:g} MACs", **result,
-                 "within_budget": result["macs"] <= budget,
-                 "gap_points": 100 * (result["ofa_test_accuracy"]
-                                      - result["scratch_test_accuracy"])})
+                 "within_budget": result["macs"] <= budget})
   return rows
 
 
-def _plot_results(rows, path):
-  figure, (left, right) = _plot.subplots(1, 2, figsize=(11, 4))
-  token_rows = [row for row in rows if row["part"] == "token"]
-  for row in token_rows:
+def _ofa_search_part(workdir, data, supernet):
+  """SA, RL and random search over the trained supernet's subnets (`nas.OFASpace`), scored
+  by weight sharing; the SA winner of the first seed is also trained from scratch."""
+  (x_train, _), (x_val, y_val), (x_test, y_test) = data
+  evaluate = nas.WeightSharingEvaluator(x_train[:1000], x_val, y_val)
+  rows, seeds = [], list(map(int, _SEEDS.value))
+  for budget in map(float, _OFA_BUDGETS.value):
+    runs = {}
+    for seed in seeds:
+      for name, cls in (("sa", nas.SANAS), ("rl", nas.RLNAS), ("random", nas.RandomSearch)):
+        options = {"init_temperature": _SA_TEMPERATURE.value} if cls is nas.SANAS else {}
+        tag = f"ofa_search_{supernet.tag}_{name}_s{seed}_b{budget:g}_n{_OFA_SEARCH_TRIALS.value}"
+
+        def run(tag=tag, cls=cls, seed=seed, options=options):
+          space = nas.OFASpace(supernet.trained().supernet)
+          controller = cls(space, constraint=nas.Constraint("macs", budget), seed=seed,
+                           checkpoint=workdir / f"{tag}_checkpoint.json", **options)
+          start = time.time()
+          best, reward = nas.search(controller, evaluate, _OFA_SEARCH_TRIALS.value,
+                                    log=workdir / f"{tag}_trials.jsonl")
+          model = recalibrate_batch_norm(space.decode(best), x_train[:1000])
+          return {"best_tokens": best, "best_config": space.config(best),
+                  "best_held_out": reward, "best_test": model_accuracy(model, x_test, y_test),
+                  "trials": controller.history, "seconds_this_run": time.time() - start}
+        runs[name, seed] = _cached(workdir, tag, run)
+    for name in ("sa", "rl", "random"):
+      results = [runs[name, seed] for seed in seeds]
+      bests = [r["best_held_out"] for r in results]
+      trials = [t for r in results for t in r["trials"]]
+      rows.append({"part": "ofa_search", "method": name, "budget": budget,
+                   "trials": _OFA_SEARCH_TRIALS.value, "seeds": len(seeds),
+                   "best_held_out_per_seed": bests,
+                   "best_held_out_accuracy": float(np.mean(bests)),
+                   "best_test_accuracy": float(np.mean([r["best_test"] for r in results])),
+                   "seeds_beating_random": sum(b > runs["random", s]["best_held_out"]
+                                               for b, s in zip(bests, seeds)),
+                   "max_macs": max(t["cost"] for t in trials),
+                   "within_budget": max(t["cost"] for t in trials) <= budget,
+                   "points": [[t["cost"], t["reward"]] for t in trials]})
+    config = runs["sa", seeds[0]]["best_config"]
+
+    def scratch(config=config):
+      return supernet.versus_scratch(config, supernet.trained().supernet.extract(config))
+    result = _cached(workdir, f"ofa_search_{supernet.tag}_sa_s{seeds[0]}_b{budget:g}_"
+                     f"n{_OFA_SEARCH_TRIALS.value}_scratch", scratch)
+    rows.append({"part": "ofa", "method": f"ofa + SA <= {budget:g} MACs", "budget": budget,
+                 **result, "held_out_accuracy": runs["sa", seeds[0]]["best_held_out"],
+                 "within_budget": result["macs"] <= budget})
+  return rows
+
+
+def _plot_trials(ax, rows, label, ylabel, title):
+  """Every trial of `rows` (search rows) against its MACs, their budgets dashed."""
+  for row in rows:
     costs, rewards = zip(*row["points"])
-    left.scatter(costs, rewards, s=14, alpha=0.7, label=row["method"])
-  left.set(xlabel="MACs", ylabel="held-out accuracy (1-epoch trial)",
-           title="token search trials (MobileNetV2 space)")
-  if token_rows:
-    left.axvline(token_rows[0]["budget"], color="gray", ls="--")
-    left.legend()
+    ax.scatter(costs, rewards, s=14, alpha=0.7, label=label(row))
+  for budget in sorted({row["budget"] for row in rows}):
+    ax.axvline(budget, color="gray", ls="--")
+  ax.set(xlabel="MACs", ylabel=ylabel, title=title)
+  if rows:
+    ax.legend(fontsize="small")
+
+
+def _plot_results(rows, path):
+  figure, (left, middle, right) = _plot.subplots(1, 3, figsize=(16, 4))
+  _plot_trials(left, [row for row in rows if row["part"] == "token"], lambda r: r["method"],
+               "held-out accuracy (1-epoch trial)", "token search trials (MobileNetV2 space)")
+  _plot_trials(middle, [row for row in rows if row["part"] == "ofa_search"],
+               lambda r: f"{r['method']} <= {r['budget']:g}", "held-out accuracy (shared "
+               "weights)", "search over OFA subnets")
   for row in rows:
     if row["part"] == "darts":
       right.scatter(row["macs"], row["test_accuracy"], marker="s", label=row["method"])
@@ -247,8 +327,10 @@ def main(argv):
   split = len(x_train) - _HELD_OUT
   data = ((x_train[:split], y_train[:split]), (x_train[split:], y_train[split:]),
           (x_test, y_test))
+  supernet = _Supernet(workdir, data, ofa_epochs)
   parts = {"token": _token_part, "darts": _darts_part,
-           "ofa": functools.partial(_ofa_part, epochs=ofa_epochs)}
+           "ofa": functools.partial(_ofa_part, supernet=supernet),
+           "ofa_search": functools.partial(_ofa_search_part, supernet=supernet)}
   rows = []
   for part in _PARTS.value:
     rows += parts[part](workdir, data)
@@ -261,6 +343,12 @@ def main(argv):
     elif r["part"] == "darts":
       table.append([r["method"], f"search {r['search_seconds']:.0f} s", "-",
                     f"{r['test_accuracy']:.4f}", f"{r['macs']:.3g}", "-"])
+    elif r["part"] == "ofa_search":
+      table.append([f"{r['method']} over OFA subnets <= {r['budget']:g} MACs",
+                    f"{r['trials']} trials x {r['seeds']} seeds, "
+                    f"{r['seeds_beating_random']} beat random",
+                    f"{r['best_held_out_accuracy']:.4f}", f"{r['best_test_accuracy']:.4f}",
+                    f"max {r['max_macs']:.3g}", str(r["within_budget"])])
     else:
       table.append([r["method"], f"scratch {r['scratch_test_accuracy']:.4f}",
                     f"{r['held_out_accuracy']:.4f}", f"{r['ofa_test_accuracy']:.4f} "
@@ -273,7 +361,8 @@ def main(argv):
             "darts_images": _DARTS_IMAGES.value, "final_images": _FINAL_IMAGES.value,
             "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": ofa_epochs,
             "ofa_samples": _OFA_SAMPLES.value,
-            "ofa_subnets_per_step": _OFA_SUBNETS_PER_STEP.value}
+            "ofa_subnets_per_step": _OFA_SUBNETS_PER_STEP.value,
+            "ofa_search_trials": _OFA_SEARCH_TRIALS.value}
   write_results(_OUTPUT.value, "nas", recipe, rows)
   _plot_results(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
 
