@@ -12,8 +12,10 @@ those held-out images (never the test set); the test set scores only the final m
     training split and its architecture on the held-out one for --search_epochs; the derived
     genotype is built as a plain network of --final_layers cells of --final_channels.
   - ofa: an elastic MobileNetV2-like supernet trains with progressive shrinking
-    (--ofa_epochs per phase), then the best of --ofa_samples subnets within the budget is
-    extracted with its weights (no retraining needed).
+    (--ofa_epochs per phase), then the best of --ofa_samples random subnets within the
+    budget is extracted with its weights (no retraining needed); --ofa_search=sa|rl|random
+    searches the subnets with that controller for --steps instead (weight-sharing scores:
+    batch norm recalibrated, held-out accuracy; resumes from <output_dir>/checkpoint.json).
 Every candidate is logged to <output_dir>/trials.jsonl and plotted (trials.png, accuracy vs
 cost). The best model is trained --final_epochs on all training images (0: keep its weights),
 evaluated on the test set and saved as <output_dir>/best.keras with best.json. Supernet
@@ -28,6 +30,8 @@ Examples:
   kslim-nas --worker --method=sa --storage=sqlite:////shared/nas.db --output_dir=/tmp/w  # x4
   kslim-nas --method=pc_darts --search_epochs=2 --output_dir=runs/pc_darts
   kslim-nas --method=ofa --constraint=macs --budget=3e6 --output_dir=runs/ofa
+  kslim-nas --method=ofa --ofa_search=sa --steps=40 --constraint=macs --budget=3e6 \
+      --output_dir=runs/ofa
 """
 
 import json
@@ -102,6 +106,10 @@ _OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=2,kernel=1,depth=1,width=1
                                   "Progressive-shrinking epochs per phase, phase=epochs,...")
 _OFA_SAMPLES = flags.DEFINE_integer("ofa_samples", 20, "Random OFA subnets looked at.",
                                     lower_bound=0)
+_OFA_SEARCH = flags.DEFINE_enum("ofa_search", "sample", ["sample"] + [m.value for m in
+                                                                   _TOKEN_METHODS],
+                                "How ofa picks its subnet: the best of --ofa_samples random "
+                                "ones, or a --steps search by that controller.")
 _OFA_SUBNETS_PER_STEP = flags.DEFINE_integer(
     "ofa_subnets_per_step", 2, "Subnets per progressive-shrinking step: the phase's smallest "
     "and random ones (1: one random subnet, the original OFA).", lower_bound=1)
@@ -175,9 +183,8 @@ def _executor(evaluate):
     raise app.UsageError(f"--storage: {error}") from error
 
 
-def _token_search(space, constraint, evaluate, out):
-  """SA / RL / random search; returns (best model, summary, trials)."""
-  method = Method(_METHOD.value)
+def _token_search(space, constraint, evaluate, out, method):
+  """SA / RL / random search (`method`); returns (best model, summary, trials)."""
   controller_class = {Method.SA: nas.SANAS, Method.RL: nas.RLNAS,
                       Method.RANDOM: nas.RandomSearch}[method]
   options = ({"init_temperature": _SA_TEMPERATURE.value}
@@ -232,6 +239,10 @@ def _ofa(data, constraint, out):
                 subnets_per_step=_OFA_SUBNETS_PER_STEP.value)
   ofa.train(x_train, y_train, _ofa_epochs(), _BATCH_SIZE.value, seed=_SEED.value,
             checkpoint_dir=out / "supernet")
+  if _OFA_SEARCH.value != "sample":
+    evaluate = nas.WeightSharingEvaluator(x_train[:1000], x_val, y_val)
+    return _token_search(nas.OFASpace(ofa.supernet), constraint, evaluate, out,
+                         Method(_OFA_SEARCH.value))
   try:
     config, model, accuracy = ofa.pick(constraint, x_val, y_val, x_train[:1000],
                                        samples=_OFA_SAMPLES.value, seed=_SEED.value)
@@ -263,7 +274,7 @@ def main(argv):
   constraint = _constraint()
   method = Method(_METHOD.value)
   if method in _TOKEN_METHODS:
-    best, summary, trials = _token_search(space, constraint, evaluate, out)
+    best, summary, trials = _token_search(space, constraint, evaluate, out, method)
   elif method is Method.OFA:
     best, summary, trials = _ofa(data, constraint, out)
   else:

@@ -117,6 +117,26 @@ class NasBinaryTest(absltest.TestCase):
                      max(t["reward"] for t in trials if t["reward"] is not None))
     self.assertTrue(os.path.exists(os.path.join(out, "trials.png")))
 
+  def test_once_for_all_subnets_searched_by_sa_within_budget(self):
+    out = os.path.join(self.create_tempdir().full_path, "ofa_sa")
+    supernet = nas.OFASupernet((28, 28, 1), 10)
+    budget = 0.6 * kslim.profile(supernet.extract(supernet.largest())).total_macs
+    proc = _run(f"--dataset={self.data}", "--method=ofa", "--ofa_search=sa", "--steps=3",
+                "--held_out=32", "--batch_size=32", "--ofa_epochs=full=1", "--final_epochs=0",
+                "--constraint=macs", f"--budget={budget}", f"--output_dir={out}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    trials = [json.loads(l) for l in open(os.path.join(out, "trials.jsonl"))]
+    self.assertLen(trials, 3)
+    self.assertTrue(all(t["cost"] <= budget for t in trials))
+    summary = json.load(open(os.path.join(out, "best.json")))
+    self.assertEqual(summary["held_out_accuracy"], max(t["reward"] for t in trials))
+    self.assertEqual(summary["config"], nas.OFASpace(supernet).config(summary["tokens"]))
+    best = keras.models.load_model(os.path.join(out, "best.keras"))
+    self.assertEqual(kslim.profile(best).total_macs,
+                     kslim.profile(supernet.extract(summary["config"])).total_macs)
+    self.assertEqual(json.load(open(os.path.join(out, "checkpoint.json")))["controller"],
+                     "SANAS")
+
   def test_flag_errors_name_the_flag(self):
     base = [f"--dataset={self.data}", f"--output_dir={os.path.join(self.tmp, 'bad')}"]
     cases = [(["--constraint=macs"], "--constraint and --budget go together"),
