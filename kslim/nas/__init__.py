@@ -10,6 +10,7 @@ Example:
   >>> model = space.decode(best)
 """
 
+from kslim.nas.batch_norm import recalibrate_batch_norm
 from kslim.nas.constraints import Constraint
 from kslim.nas.constraints import TableLatencyEvaluator
 from kslim.nas.controller import Controller
@@ -45,4 +46,4 @@ __all__ = ["BlockSpace", "Constraint", "Controller", "DARTS", "Executor", "Genot
            "OFASpace", "OFASupernet", "OptunaExecutor", "OptunaWorker", "PCDARTS", "RLNAS",
            "RandomSearch", "ResNetSpace", "SANAS", "SearchSpace", "StagedSpace", "Supernet",
            "TableLatencyEvaluator", "TrainEvaluator", "WeightSharingEvaluator",
-           "build_network", "plot_trials", "search"]
+           "build_network", "plot_trials", "recalibrate_batch_norm", "search"]

@@ -9,7 +9,7 @@ Example:
   >>> space = OFASpace(ofa.supernet)
   >>> sa = SANAS(space, init_temperature=0.005, constraint=Constraint("macs", 6e6))
   >>> best, score = search(sa, WeightSharingEvaluator(x_calib, x_val, y_val), steps=40)
-  >>> subnet = space.decode(best)  # the supernet's weights, batch norm to recalibrate
+  >>> subnet = recalibrate_batch_norm(space.decode(best), x_calib)  # the supernet's weights
 """
 
 from kslim.nas.search_space import SearchSpace
