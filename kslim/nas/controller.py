@@ -59,6 +59,11 @@ class Controller(abc.ABC):
   def update(self, tokens, reward):
     """Learns from `reward` of `tokens`; returns whether the candidate was accepted."""
 
+  def over_budget(self, tokens):
+    """Called for every proposal skipped over the budget (nothing trained); a controller may
+    learn from it. By default it does not."""
+    del tokens
+
   def state(self):
     """The subclass's own state, JSON-serializable."""
     return {}
@@ -103,6 +108,7 @@ class Controller(abc.ABC):
           self._pending.append((tokens, cost))
           continue
         self.skipped += 1
+        self.over_budget(tokens)
         logging.debug("skipping %s: %s %g over budget %g", tokens,
                       self.constraint.metric.value, cost, self.constraint.budget)
     return [list(tokens) for tokens, _ in self._pending]

@@ -129,6 +129,44 @@ class RLNASTest(absltest.TestCase):
     self.assertLess(raw.probabilities()[1][2], 0.4)  # the raw advantage barely moves it
 
 
+  def test_an_over_budget_proposal_counts_as_the_worst_reward_seen(self):
+    rl = nas.RLNAS(_space(), learning_rate=0.5, baseline_decay=0.8, seed=0)
+    for reward in (0.70, 0.72, 0.69):
+      rl.next_archs()
+      rl.reward(reward)
+    before, p = [l.copy() for l in rl.logits], rl.probabilities()
+    baseline, square = rl.baseline, rl.advantage_square
+    rl.over_budget([3, 2, 1])
+    advantage = max((0.69 - baseline) / np.sqrt(square), -1.0)
+    self.assertLess(advantage, -0.5)
+    for logits, old, q, token in zip(rl.logits, before, p, [3, 2, 1]):
+      np.testing.assert_allclose(logits - old, 0.5 * advantage * (np.eye(len(q))[token] - q))
+    before, p = [l.copy() for l in rl.logits], rl.probabilities()
+    rl.over_budget([3, 2, 1])  # the second skip of the same round: half the step
+    np.testing.assert_allclose(rl.logits[0] - before[0],
+                               0.5 * advantage / 2 * (np.eye(4)[3] - p[0]))
+    self.assertEqual((rl.baseline, rl.advantage_square), (baseline, square))  # real rewards only
+    off = nas.RLNAS(_space(), penalize_over_budget=False, seed=0)
+    off.next_archs()
+    off.reward(0.7)
+    logits = [l.copy() for l in off.logits]
+    off.over_budget([3, 2, 1])
+    for a, b in zip(off.logits, logits):
+      np.testing.assert_array_equal(a, b)
+
+  def test_penalized_over_budget_proposals_keep_the_policy_within_budget(self):
+    skipped = {}
+    for penalize in (True, False):  # bigger options score better, but sum(tokens) <= 2
+      skipped[penalize] = 0
+      for seed in range(3):
+        rl = nas.RLNAS(_space(), constraint=_SumCost(2), penalize_over_budget=penalize,
+                       seed=seed)
+        for _ in range(9):
+          rl.reward(0.5 + sum(rl.next_archs()[0]) / 10)
+        skipped[penalize] += rl.skipped
+    self.assertLess(skipped[True], 0.7 * skipped[False])
+
+
 class ConstraintAndResumeTest(absltest.TestCase):
 
   def test_candidates_over_budget_are_never_proposed(self):
