@@ -24,9 +24,11 @@ searches and supernets also resume from their own checkpoints there):
      paper's protocol: the shrinking phases are the extra cost of training every subnet at
      once). Test accuracy of both on the full test set.
   4. Search over the OFA subnets (--parts=ofa_search; the same supernet): SA, RL and random
-     search over `nas.OFASpace` under each of --ofa_budgets, --ofa_search_trials trials per
-     controller and seed, each scored by weight sharing (`nas.WeightSharingEvaluator`:
-     batch norm recalibrated on 1,000 training images, held-out accuracy, nothing trained).
+     search over `nas.OFASpace` under each of --ofa_search_budgets (12M MACs: about 80% of
+     random subnets fit; at 6M, 10% do, and RL drifted to where 200 proposals in a row were
+     over budget), --ofa_search_trials trials per controller and seed, each scored by
+     weight sharing (`nas.WeightSharingEvaluator`: batch norm recalibrated on 1,000
+     training images, held-out accuracy, nothing trained).
      Compared as in part 1; the best subnet's test accuracy is reported too, and the SA
      winner of the first seed is trained from scratch as in part 3.
 Accuracies are of the Keras models (no TFLite file is made here). Prints a table, writes
@@ -76,6 +78,8 @@ _OFA_SUBNETS_PER_STEP = flags.DEFINE_integer("ofa_subnets_per_step", 3, "Subnets
 _OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=5,kernel=1,depth=1,width=1",
                                    "Epochs per progressive-shrinking phase; scratch-trained "
                                    "subnets get the full phase's.")
+_OFA_SEARCH_BUDGETS = flags.DEFINE_list("ofa_search_budgets", ["12e6"], "MACs budgets of "
+                                        "the searches over OFA subnets.")
 _OFA_SEARCH_TRIALS = flags.DEFINE_integer("ofa_search_trials", 20, "Trials per controller "
                                           "and seed of the searches over OFA subnets.")
 _HELD_OUT = 2000
@@ -234,7 +238,7 @@ def _ofa_search_part(workdir, data, supernet):
   (x_train, _), (x_val, y_val), (x_test, y_test) = data
   evaluate = nas.WeightSharingEvaluator(x_train[:1000], x_val, y_val)
   rows, seeds = [], list(map(int, _SEEDS.value))
-  for budget in map(float, _OFA_BUDGETS.value):
+  for budget in map(float, _OFA_SEARCH_BUDGETS.value):
     runs = {}
     for seed in seeds:
       for name, cls in (("sa", nas.SANAS), ("rl", nas.RLNAS), ("random", nas.RandomSearch)):
@@ -362,7 +366,8 @@ def main(argv):
             "darts_final_epochs": _FINAL_EPOCHS.value, "ofa_epochs": ofa_epochs,
             "ofa_samples": _OFA_SAMPLES.value,
             "ofa_subnets_per_step": _OFA_SUBNETS_PER_STEP.value,
-            "ofa_search_trials": _OFA_SEARCH_TRIALS.value}
+            "ofa_search_trials": _OFA_SEARCH_TRIALS.value,
+            "ofa_search_budgets": _OFA_SEARCH_BUDGETS.value}
   write_results(_OUTPUT.value, "nas", recipe, rows)
   _plot_results(rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
 
