@@ -296,12 +296,21 @@ def _plot_trials(ax, rows, label, ylabel, title):
 
 
 def _plot_results(rows, path):
-  figure, (left, middle, right) = _plot.subplots(1, 3, figsize=(16, 4))
-  _plot_trials(left, [row for row in rows if row["part"] == "token"], lambda r: r["method"],
-               "held-out accuracy (1-epoch trial)", "token search trials (MobileNetV2 space)")
-  _plot_trials(middle, [row for row in rows if row["part"] == "ofa_search"],
-               lambda r: f"{r['method']} <= {r['budget']:g}", "held-out accuracy (shared "
-               "weights)", "search over OFA subnets")
+  """Token-search trials, OFA-search trials (each panel only when its part ran) and the
+  found networks' test accuracy against MACs."""
+  searches = [(part, [row for row in rows if row["part"] == part]) for part in
+              ("token", "ofa_search")]
+  searches = [(part, found) for part, found in searches if found]
+  figure, axes = _plot.subplots(1, len(searches) + 1, figsize=(5.5 * (len(searches) + 1), 4),
+                                squeeze=False)
+  for ax, (part, found) in zip(axes[0], searches):
+    if part == "token":
+      _plot_trials(ax, found, lambda r: r["method"], "held-out accuracy (1-epoch trial)",
+                   "token search trials (MobileNetV2 space)")
+    else:
+      _plot_trials(ax, found, lambda r: f"{r['method']} <= {r['budget']:g}",
+                   "held-out accuracy (shared weights)", "search over OFA subnets")
+  right = axes[0][-1]
   for row in rows:
     if row["part"] == "darts":
       right.scatter(row["macs"], row["test_accuracy"], marker="s", label=row["method"])
