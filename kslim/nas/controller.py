@@ -4,10 +4,9 @@ protocol, budget filtering, the best candidate so far, and a checkpoint to resum
 A controller proposes candidates (token lists of a `SearchSpace`); candidates over the
 constraint's budget are skipped before anyone trains them, and a candidate scored before (one
 with the same `SearchSpace.key`: the same model) is not trained again: the controller learns
-from its recorded score and proposes anew. After
-each reward the whole state, random generator included, is written to the checkpoint (JSON,
-replaced atomically), so a search killed at any point resumes with the same next candidate
-and loses no finished trial.
+from its recorded score and proposes anew. After each reward the whole state, random
+generator included, is written to the checkpoint (JSON, replaced atomically), so a search
+killed at any point resumes with the same next candidate and loses no finished trial.
 """
 
 import abc
