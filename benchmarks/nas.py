@@ -16,7 +16,7 @@ searches and supernets also resume from their own checkpoints there):
      seconds; the derived network (8 channels, 3 cells) trained --final_epochs on
      --final_images images and scored on the full 10,000-image test set.
   3. Once-for-All: the elastic supernet trained with progressive shrinking (--ofa_epochs:
-     full 5, then kernel 1, depth 1, width 1 epochs on --final_images images, KD from the
+     full 5, then kernel 1, depth 1, width 2 epochs on --final_images images, KD from the
      full network; each shrinking step trains --ofa_subnets_per_step subnets: the phase's
      smallest and random ones), then the best subnet under each of --ofa_budgets MACs
      (--ofa_samples sampled) extracted without retraining; the same architecture trained
@@ -75,7 +75,7 @@ _OFA_BUDGETS = flags.DEFINE_list("ofa_budgets", ["6e6", "12e6"], "OFA MACs budge
 _OFA_SAMPLES = flags.DEFINE_integer("ofa_samples", 6, "Random subnets per OFA budget.")
 _OFA_SUBNETS_PER_STEP = flags.DEFINE_integer("ofa_subnets_per_step", 3, "Subnets per "
                                              "shrinking step (the phase's smallest + random).")
-_OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=5,kernel=1,depth=1,width=1",
+_OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=5,kernel=1,depth=1,width=2",
                                    "Epochs per progressive-shrinking phase; scratch-trained "
                                    "subnets get the full phase's.")
 _OFA_SEARCH_BUDGETS = flags.DEFINE_list("ofa_search_budgets", ["12e6"], "MACs budgets of "
