@@ -264,8 +264,9 @@ def _adam_moments(optimizer, variable):
   """Adam's first and second moments of `variable`. tf_keras keeps them in lists indexed by
   a variable key and has no public accessor (variable names are not unique here: every
   depthwise kernel is "depthwise_kernel")."""
-  index = optimizer._index_dict[optimizer._var_key(variable)]  # pylint: disable=protected-access
-  return optimizer._momentums[index], optimizer._velocities[index]  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  index = optimizer._index_dict[optimizer._var_key(variable)]
+  return optimizer._momentums[index], optimizer._velocities[index]
 
 
 class OFA:

@@ -13,10 +13,10 @@ the reward's units.
 Proposals over the budget are never trained, but by default they still teach the policy: each
 counts as the worst reward seen so far (its normalized advantage at most one spread in size,
 and the k-th of one `next_archs` call weighted 1/k, so that a long run of them does not
-collapse the policy onto the few candidates already known). Without that signal a policy that learns to favour
-large options (they score better) drifts to where almost every proposal is over budget —
-measured on OFA subnets under a 6M-MACs budget: 200 proposals in a row, and the search
-stopped.
+collapse the policy onto the few candidates already known). Without that signal a policy
+that learns to favour large options (they score better) drifts to where almost every
+proposal is over budget — measured on OFA subnets under a 6M-MACs budget: 200 proposals in a
+row, and the search stopped.
 """
 
 import numpy as np
