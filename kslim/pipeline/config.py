@@ -9,7 +9,7 @@ strategies, each a one-key mapping ``{kind: {parameters}}``:
   strategies:
     - prune: {criterion: fpgm, flops_reduction: 0.5, fine_tune_epochs: 2,
               distill: {losses: [soft_label]}}
-    - quantize: {epochs: 1}
+    - quantize: {epochs: 1}                              # may distill too, as prune does
     - export: {modes: [int8]}
     - benchmark: {threads: [1, 2]}
 
@@ -102,6 +102,7 @@ STRATEGIES = {
         "weight_quantizer": _Field("str", "channel_wise_abs_max", choices=QUANTIZERS),
         "activation_quantizer": _Field("str", "moving_average_abs_max", choices=QUANTIZERS),
         "edge_bits": _Field("int", None, low=2, high=8),
+        "distill": _Field("map", None, items=_DISTILL),
     },
     "ptq": {
         "mode": _Field("str", "int8", choices=MODES),
@@ -240,13 +241,18 @@ def _check_strategy(checker, kind, params, path):
                           "needs sensitive: true and reconstruction_images > 0")
     for layer, ratio in (params["ratios"] or {}).items():
       checker.value(_Field("float", low=0.0, high=0.99), ratio, path + ("ratios", layer))
-  distill = params if kind == "distill" else (params.get("distill") if kind == "prune" else None)
+  distill = params if kind == "distill" else params.get("distill")
   if distill:
+    if kind != "distill":
+      path += ("distill",)
     teacher = distill["teacher"]
     if teacher != "baseline" and not os.path.isfile(teacher):
       raise checker.error(path + ("teacher",), f"no such file: {teacher!r} (or 'baseline')")
     if "fitnet" in distill["losses"] and not distill["hint_layer"]:
       raise checker.error(path + ("losses",), "fitnet needs hint_layer")
+    if "fitnet" in distill["losses"] and kind == "quantize":
+      raise checker.error(path + ("losses",), "fitnet cannot follow a hint layer through "
+                          "QAT, which renames the student's layers; use soft_label or logits_l2")
 
 
 def validate(data, source="<config>", lines=None):

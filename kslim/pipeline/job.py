@@ -192,7 +192,7 @@ class _Job:
                          edge_bits=spec["edge_bits"])
     self.model = quantize(self.model, config)
     if spec["epochs"]:
-      self.fit(self.model, spec["epochs"], spec["learning_rate"], stage_dir)
+      self.fit(self.model, spec["epochs"], spec["learning_rate"], stage_dir, spec["distill"])
     (x_train, _), _ = self.data  # calibrates an LSTM's internal state, which QAT leaves open
     return convert(self.model, "int8", representative_data=x_train[:256],
                    output_path=stage_dir / "model.tflite")

@@ -92,12 +92,16 @@ class ConfigTest(absltest.TestCase):
     self._error(_GOOD.replace("dataset: fashion_mnist", "dataset: /no/data.npz"),
                 r"job.yaml:2: dataset: expected 'fashion_mnist' or an existing .npz file")
     self._error(_GOOD.replace("ratio: 0.3", "ratio: 0.3\n      distill: {teacher: t.keras}"),
-                r"strategies\[0\].prune.teacher: no such file: 't.keras' \(or 'baseline'\)")
+                r"strategies\[0\].prune.distill.teacher: no such file: 't.keras' \(or 'baseline'\)")
     self._error(_GOOD.replace("ratio: 0.3", "ratio: 0.3\n      distill: {losses: [fsp]}"),
                 r"strategies\[0\].prune.distill.losses\[0\]: 'fsp' is not one of soft_label, "
                 r"fitnet, logits_l2")
     self._error(_GOOD.replace("ratio: 0.3", "ratio: 0.3\n      distill: {losses: [fitnet]}"),
-                r"strategies\[0\].prune.losses: fitnet needs hint_layer")
+                r"job.yaml:7: strategies\[0\].prune.distill.losses: fitnet needs hint_layer")
+    self._error(_GOOD.replace("quantize: {epochs: 1}", "quantize:\n      distill: "
+                              "{losses: [fitnet], hint_layer: conv1}"),
+                r"job.yaml:8: strategies\[1\].quantize.distill.losses: fitnet cannot follow a "
+                r"hint layer through QAT")
     with self.assertRaisesRegex(config_lib.ConfigError, "cannot read config '/no/job.yaml'"):
       config_lib.load("/no/job.yaml")
 

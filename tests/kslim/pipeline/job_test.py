@@ -13,14 +13,18 @@ from tflite_tools import analyze
 
 
 class _Recorder(keras.callbacks.Callback):
-  """Records the index of every epoch any training in the job begins."""
+  """Records the index of every epoch any training in the job begins, and the names of the
+  metrics each epoch ends with."""
 
   def __init__(self):
     super().__init__()
-    self.epochs = []
+    self.epochs, self.metrics = [], []
 
   def on_epoch_begin(self, epoch, logs=None):
     self.epochs.append(epoch)
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.metrics.append(set(logs))
 
 
 class _KillAfter(keras.callbacks.Callback):
@@ -131,6 +135,23 @@ class JobTest(absltest.TestCase):
     self.assertEqual(rows[0]["macs"], 28 * 4 * 64 * (28 + 64) + 64 * 10)  # LSTM + Dense
     ops = analyze.analyze(rows[1]["tflite_file"]).ops_by_dtype
     self.assertIn("UNIDIRECTIONAL_SEQUENCE_LSTM", ops["int8"])
+    self.assertLess(rows[1]["tflite_kb"], 0.4 * rows[0]["tflite_kb"])
+
+  def test_quantization_aware_training_distills_from_the_baseline(self):
+    workdir = self.create_tempdir().full_path
+    recorder = _Recorder()
+    report = pipeline.run({"model": {"reference": "reference_cnn", "train_epochs": 1},
+                           "dataset": self.data, "training": {"batch_size": 64},
+                           "strategies": [{"quantize": {"epochs": 1, "distill": {
+                               "losses": ["soft_label"], "hard_label_weight": 0.5}}}]},
+                          workdir, callbacks=[recorder])
+    baseline_epoch, qat_epoch = recorder.metrics
+    self.assertNotIn("soft_label_loss", baseline_epoch)
+    self.assertIn("soft_label_loss", qat_epoch)  # the QAT epoch trained through the Distiller
+    self.assertIn("hard_label_loss", qat_epoch)
+    rows = report["rows"]
+    self.assertEqual([r["stage"] for r in rows], ["00_baseline", "01_quantize"])
+    self.assertIn("CONV_2D", analyze.analyze(rows[1]["tflite_file"]).ops_by_dtype["int8"])
     self.assertLess(rows[1]["tflite_kb"], 0.4 * rows[0]["tflite_kb"])
 
   def test_invalid_config_fails_before_any_work(self):
