@@ -29,8 +29,9 @@ searches and supernets also resume from their own checkpoints there):
      over budget), --ofa_search_trials trials per controller and seed, each scored by
      weight sharing (`nas.WeightSharingEvaluator`: batch norm recalibrated on 1,000
      training images, held-out accuracy, nothing trained).
-     Compared as in part 1; the best subnet's test accuracy is reported too, and the SA
-     winner of the first seed is trained from scratch as in part 3.
+     Compared as in part 1, also after every 10 trials (the anytime curves are plotted);
+     the best subnet's test accuracy is reported too, and the SA winner of the first seed
+     is trained from scratch as in part 3.
 Accuracies are of the Keras models (no TFLite file is made here). Prints a table, writes
 benchmarks/results/nas.json and a Pareto plot (nas.png).
 
@@ -80,8 +81,11 @@ _OFA_EPOCHS = flags.DEFINE_string("ofa_epochs", "full=5,kernel=1,depth=1,width=2
                                    "subnets get the full phase's.")
 _OFA_SEARCH_BUDGETS = flags.DEFINE_list("ofa_search_budgets", ["12e6"], "MACs budgets of "
                                         "the searches over OFA subnets.")
-_OFA_SEARCH_TRIALS = flags.DEFINE_integer("ofa_search_trials", 20, "Trials per controller "
-                                          "and seed of the searches over OFA subnets.")
+_OFA_SEARCH_TRIALS = flags.DEFINE_integer("ofa_search_trials", 60, "Trials per controller "
+                                          "and seed of the searches over OFA subnets (a "
+                                          "longer search continues a shorter one's "
+                                          "checkpoint; counts of seeds beating random are "
+                                          "reported every 10 trials).")
 _HELD_OUT = 2000
 
 
@@ -232,6 +236,20 @@ def _ofa_part(workdir, data, supernet):
   return rows
 
 
+def _best_so_far(results):
+  """Per trial count k, the best reward among a search's first k trials, averaged over
+  seeds (the searches' anytime curve)."""
+  rewards = np.array([[t["reward"] for t in r["trials"]] for r in results])
+  return np.maximum.accumulate(rewards, axis=1).mean(axis=0).tolist()
+
+
+def _beating(results, random_results, count):
+  """How many seeds' best among their first `count` trials beat random search's."""
+  return sum(max(t["reward"] for t in r["trials"][:count]) >
+             max(t["reward"] for t in q["trials"][:count])
+             for r, q in zip(results, random_results))
+
+
 def _ofa_search_part(workdir, data, supernet):
   """SA, RL and random search over the trained supernet's subnets (`nas.OFASpace`), scored
   by weight sharing; the SA winner of the first seed is also trained from scratch."""
@@ -243,20 +261,22 @@ def _ofa_search_part(workdir, data, supernet):
     for seed in seeds:
       for name, cls in (("sa", nas.SANAS), ("rl", nas.RLNAS), ("random", nas.RandomSearch)):
         options = {"init_temperature": _SA_TEMPERATURE.value} if cls is nas.SANAS else {}
-        tag = f"ofa_search_{supernet.tag}_{name}_s{seed}_b{budget:g}_n{_OFA_SEARCH_TRIALS.value}"
+        # The checkpoint does not name the trial count: a longer search continues a shorter
+        # one (the same proposals, as the generator's state is checkpointed).
+        search_tag = f"ofa_search_{supernet.tag}_{name}_s{seed}_b{budget:g}"
 
-        def run(tag=tag, cls=cls, seed=seed, options=options):
+        def run(search_tag=search_tag, cls=cls, seed=seed, options=options):
           space = nas.OFASpace(supernet.trained().supernet)
           controller = cls(space, constraint=nas.Constraint("macs", budget), seed=seed,
-                           checkpoint=workdir / f"{tag}_checkpoint.json", **options)
+                           checkpoint=workdir / f"{search_tag}_checkpoint.json", **options)
           start = time.time()
           best, reward = nas.search(controller, evaluate, _OFA_SEARCH_TRIALS.value,
-                                    log=workdir / f"{tag}_trials.jsonl")
+                                    log=workdir / f"{search_tag}_trials.jsonl")
           model = recalibrate_batch_norm(space.decode(best), x_train[:1000])
           return {"best_tokens": best, "best_config": space.config(best),
                   "best_held_out": reward, "best_test": model_accuracy(model, x_test, y_test),
                   "trials": controller.history, "seconds_this_run": time.time() - start}
-        runs[name, seed] = _cached(workdir, tag, run)
+        runs[name, seed] = _cached(workdir, f"{search_tag}_n{_OFA_SEARCH_TRIALS.value}", run)
     for name in ("sa", "rl", "random"):
       results = [runs[name, seed] for seed in seeds]
       bests = [r["best_held_out"] for r in results]
@@ -268,6 +288,10 @@ def _ofa_search_part(workdir, data, supernet):
                    "best_test_accuracy": float(np.mean([r["best_test"] for r in results])),
                    "seeds_beating_random": sum(b > runs["random", s]["best_held_out"]
                                                for b, s in zip(bests, seeds)),
+                   "best_so_far": _best_so_far(results),
+                   "seeds_beating_random_after": {
+                       count: _beating(results, [runs["random", s] for s in seeds], count)
+                       for count in range(10, _OFA_SEARCH_TRIALS.value + 1, 10)},
                    "max_macs": max(t["cost"] for t in trials),
                    "within_budget": max(t["cost"] for t in trials) <= budget,
                    "points": [[t["cost"], t["reward"]] for t in trials]})
@@ -301,16 +325,24 @@ def _plot_results(rows, path):
   searches = [(part, [row for row in rows if row["part"] == part]) for part in
               ("token", "ofa_search")]
   searches = [(part, found) for part, found in searches if found]
-  figure, axes = _plot.subplots(1, len(searches) + 1, figsize=(5.5 * (len(searches) + 1), 4),
-                                squeeze=False)
-  for ax, (part, found) in zip(axes[0], searches):
+  panels = len(searches) + any(part == "ofa_search" for part, _ in searches) + 1
+  figure, axes = _plot.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+  axes = iter(axes[0])
+  for part, found in searches:
     if part == "token":
-      _plot_trials(ax, found, lambda r: r["method"], "held-out accuracy (1-epoch trial)",
-                   "token search trials (MobileNetV2 space)")
+      _plot_trials(next(axes), found, lambda r: r["method"],
+                   "held-out accuracy (1-epoch trial)", "token search trials (MobileNetV2 space)")
     else:
-      _plot_trials(ax, found, lambda r: f"{r['method']} <= {r['budget']:g}",
+      _plot_trials(next(axes), found, lambda r: f"{r['method']} <= {r['budget']:g}",
                    "held-out accuracy (shared weights)", "search over OFA subnets")
-  right = axes[0][-1]
+      ax = next(axes)
+      for row in found:
+        curve = row["best_so_far"]
+        ax.plot(range(1, len(curve) + 1), curve, label=f"{row['method']} <= {row['budget']:g}")
+      ax.set(xlabel="trials", ylabel=f"best held-out so far (mean of {found[0]['seeds']} seeds)",
+             title="search over OFA subnets: best so far")
+      ax.legend(fontsize="small")
+  right = next(axes)
   for row in rows:
     if row["part"] == "darts":
       right.scatter(row["macs"], row["test_accuracy"], marker="s", label=row["method"])
