@@ -1,6 +1,7 @@
 """Writes a benchmark's JSON in the one format benchmarks/readme_table.py renders."""
 
 import json
+import os
 import pathlib
 import platform
 
@@ -15,12 +16,26 @@ def write_results(path, benchmark, recipe, rows, **extra):
   out.write_text(json.dumps({
       "benchmark": benchmark,
       "machine": {"processor": platform.processor() or platform.machine(),
+                  "cpu": _cpu_model(), "cores": os.cpu_count(),
                   "python": platform.python_version()},
       "recipe": recipe,
       "results": rows,
       **extra,
   }, indent=2) + "\n")
   print(f"wrote {out}")
+
+
+def _cpu_model():
+  """The CPU's model name (Linux), or None: latencies, and int8's gain over float, differ
+  between CPUs of the same architecture (e.g. AMX / VNNI int8 kernels)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return None
 
 
 def rows_for(models, benchmark_model):

@@ -7,18 +7,20 @@ input file. The float reference is that baseline fine-tuned --prune_epochs (cosi
 per-layer ratios from a scan on 3,000 held-out training images; --reconstruction_images refits
 the consumers by least squares, --sensitivity_refit refits inside the scan too, --align keeps
 channel counts multiples of k; 0.56 by default: the int8 file carries ~8.5 KB of scales and
-graph, so "-50% MACs" alone gives 6.5x, not 7x) and fine-tunes --prune_epochs with knowledge distillation (soft labels, T=4; --teacher: the float
-reference by default, or the 5-epoch baseline, whose constant-rate last epoch leaves it ~4 pt
-lower), then quantization-aware trains --qat_epochs and exports int8 TFLite: the same epochs
-and schedules as the float reference. Accuracy of every TFLite file on the full 10,000-image
-test set; latency at 1 and 2 threads (median of --runs), sizes and ratios against the
-fine-tuned float file, all in this run.
+graph, so "-50% MACs" alone gives 6.5x, not 7x) and fine-tunes --prune_epochs with knowledge
+distillation (soft labels, T=4; --teacher: the float reference by default, or the 5-epoch
+baseline, whose constant-rate last epoch leaves it ~4 pt lower), then quantization-aware trains
+--qat_epochs (distilling from the same teacher with --qat_distill) and exports int8 TFLite:
+the same epochs and schedules as the float reference. Accuracy of every TFLite file on the
+full 10,000-image test set; latency at 1 and 2 threads (median of --runs), sizes and ratios
+against the fine-tuned float file, all in this run.
 Targets: final int8 within 0.5 pt of the fine-tuned float, >= 7x smaller, >= 3x faster at 1
 thread. Prints a table; writes benchmarks/results/pipeline.json and pipeline.png; the job's
 own report and stages are in --workdir/<model>/job (resumable).
 
 Usage: .venv/bin/python benchmarks/pipeline.py [--models=reference_cnn] [--flops_reduction=0.56]
          [--prune_epochs=4] [--teacher=float|baseline] [--criterion=fpgm] [--prune_lr=3e-3]
+         [--qat_distill]
 """
 
 import pathlib
@@ -47,6 +49,8 @@ _CRITERION = flags.DEFINE_enum("criterion", "fpgm", ["l1", "l2", "fpgm", "bn_gam
 _PRUNE_LR = flags.DEFINE_float("prune_lr", 3e-3, "Peak learning rate of the fine-tuning after "
                                "pruning (cosine decay); the float reference gets the same.")
 _QAT_EPOCHS = flags.DEFINE_integer("qat_epochs", 1, "Quantization-aware training epochs.")
+_QAT_DISTILL = flags.DEFINE_bool("qat_distill", False, "Distill from the same teacher during "
+                                  "QAT too (soft labels, T=4).")
 _TEACHER = flags.DEFINE_enum("teacher", "float", ["baseline", "float"], "KD teacher of the "
                              "pruned model: the job's 5-epoch input, or the float reference "
                              "(the baseline fine-tuned the job's epochs).")
@@ -64,6 +68,10 @@ _RUNS = flags.DEFINE_integer("runs", 200, "Timed runs per latency measurement.")
 _THREADS = (1, 2)
 
 
+def _distill(teacher):
+  return {"teacher": teacher, "losses": ["soft_label"], "temperature": 4.0}
+
+
 def _job(baseline_path, teacher):
   return {
       "model": {"file": str(baseline_path)},
@@ -74,9 +82,9 @@ def _job(baseline_path, teacher):
                      "reconstruction_images": _RECONSTRUCTION.value,
                      "sensitivity_refit": _SENSITIVITY_REFIT.value,
                      "fine_tune_epochs": _PRUNE_EPOCHS.value, "learning_rate": _PRUNE_LR.value,
-                     "distill": {"teacher": teacher, "losses": ["soft_label"],
-                                 "temperature": 4.0}}},
-          {"quantize": {"epochs": _QAT_EPOCHS.value, "learning_rate": 2e-4}},
+                     "distill": _distill(teacher)}},
+          {"quantize": {"epochs": _QAT_EPOCHS.value, "learning_rate": 2e-4,
+                        **({"distill": _distill(teacher)} if _QAT_DISTILL.value else {})}},
           {"benchmark": {"threads": list(_THREADS), "runs": _RUNS.value}},
       ]}
 
@@ -162,9 +170,9 @@ def main(argv):
                 f"5-epoch float baseline; job: prune {_FLOPS_REDUCTION.value:.0%} MACs "
                 f"({_CRITERION.value}, {_allocation()}) + {_PRUNE_EPOCHS.value} KD epochs "
                 f"({_PRUNE_LR.value:g} cosine, teacher: {_TEACHER.value}), QAT "
-                f"{_QAT_EPOCHS.value} epoch(s) (2e-4 cosine), int8 TFLite; float reference "
-                "fine-tuned the same epochs and schedules; ratios vs the fine-tuned float32 "
-                "TFLite file, same run", rows)
+                f"{_QAT_EPOCHS.value} epoch(s) (2e-4 cosine{', KD' if _QAT_DISTILL.value else ''})"
+                ", int8 TFLite; float reference fine-tuned the same epochs and schedules; "
+                "ratios vs the fine-tuned float32 TFLite file, same run", rows)
   pipeline.report.plot_rows(table_rows, pathlib.Path(_OUTPUT.value).with_suffix(".png"))
 
 
