@@ -3,10 +3,11 @@ protocol, budget filtering, the best candidate so far, and a checkpoint to resum
 
 A controller proposes candidates (token lists of a `SearchSpace`); candidates over the
 constraint's budget are skipped before anyone trains them, and a candidate scored before (one
-with the same `SearchSpace.key`: the same model) is not trained again: the controller learns
-from its recorded score and proposes anew. After each reward the whole state, random
-generator included, is written to the checkpoint (JSON, replaced atomically), so a search
-killed at any point resumes with the same next candidate and loses no finished trial.
+with the same `SearchSpace.key`: the same model) is not trained again: the controller may
+learn from its recorded score (`revisit`) and proposes anew. After each reward the whole
+state, random generator included, is written to the checkpoint (JSON, replaced atomically),
+so a search killed at any point resumes with the same next candidate and loses no finished
+trial.
 """
 
 import abc
@@ -58,10 +59,16 @@ class Controller(abc.ABC):
   def update(self, tokens, reward):
     """Learns from `reward` of `tokens`; returns whether the candidate was accepted."""
 
-  def over_budget(self, tokens):
-    """Called for every proposal skipped over the budget (nothing trained); a controller may
-    learn from it. By default it does not."""
-    del tokens
+  def revisit(self, tokens, reward):
+    """Called for a proposal scored before (nothing trained) with its recorded reward; by
+    default the controller learns from it as from a new trial (`update`)."""
+    self.update(tokens, reward)
+
+  def budget_checked(self, tokens, within_budget):
+    """Called for every new proposal whose cost was checked against the budget, before it is
+    returned (within budget) or skipped (over it, nothing trained); a controller may learn
+    from it. By default it does not."""
+    del tokens, within_budget
 
   def state(self):
     """The subclass's own state, JSON-serializable."""
@@ -98,16 +105,20 @@ class Controller(abc.ABC):
         known = self._scores.get(key)
         if known is not None and tries <= self.max_resample // 2:
           self.revisited += 1  # scored before: learn from that score, train nothing
-          self.update(tokens, known)
+          self.revisit(tokens, known)
           continue
         if any(key == self.space.key(pending) for pending, _ in self._pending):
           continue
         cost = self._cost(tokens)
-        if self.constraint is None or cost <= self.constraint.budget:
+        if self.constraint is None:
+          self._pending.append((tokens, cost))
+          continue
+        within = cost <= self.constraint.budget
+        self.budget_checked(tokens, within)
+        if within:
           self._pending.append((tokens, cost))
           continue
         self.skipped += 1
-        self.over_budget(tokens)
         logging.debug("skipping %s: %s %g over budget %g", tokens,
                       self.constraint.metric.value, cost, self.constraint.budget)
     return [list(tokens) for tokens, _ in self._pending]

@@ -129,42 +129,72 @@ class RLNASTest(absltest.TestCase):
     self.assertLess(raw.probabilities()[1][2], 0.4)  # the raw advantage barely moves it
 
 
-  def test_an_over_budget_proposal_counts_as_the_worst_reward_seen(self):
-    rl = nas.RLNAS(_space(), learning_rate=0.5, baseline_decay=0.8, seed=0)
-    for reward in (0.70, 0.72, 0.69):
+  def test_budget_checks_step_the_policy_along_the_within_budget_rate(self):
+    rl = nas.RLNAS(_space(), learning_rate=0.5, feasibility_decay=0.9, seed=0)
+    for reward in (0.70, 0.72):
       rl.next_archs()
       rl.reward(reward)
-    before, p = [l.copy() for l in rl.logits], rl.probabilities()
     baseline, square = rl.baseline, rl.advantage_square
-    rl.over_budget([3, 2, 1])
-    advantage = max((0.69 - baseline) / np.sqrt(square), -1.0)
-    self.assertLess(advantage, -0.5)
-    for logits, old, q, token in zip(rl.logits, before, p, [3, 2, 1]):
-      np.testing.assert_allclose(logits - old, 0.5 * advantage * (np.eye(len(q))[token] - q))
-    before, p = [l.copy() for l in rl.logits], rl.probabilities()
-    rl.over_budget([3, 2, 1])  # the second skip of the same round: half the step
-    np.testing.assert_allclose(rl.logits[0] - before[0],
-                               0.5 * advantage / 2 * (np.eye(4)[3] - p[0]))
+    logits = [l.copy() for l in rl.logits]
+    rl.budget_checked([3, 2, 1], True)  # the first check only starts the rate
+    self.assertEqual(rl.feasible_rate, 1.0)
+    for a, b in zip(rl.logits, logits):
+      np.testing.assert_array_equal(a, b)
+    for tokens, within, rate in (([3, 2, 1], False, 0.9), ([0, 0, 0], True, 0.91)):
+      before, p, previous = [l.copy() for l in rl.logits], rl.probabilities(), rl.feasible_rate
+      rl.budget_checked(tokens, within)
+      step = float(within) - previous  # over: -rate (away from it); within: 1 - rate (toward)
+      for logits, old, q, token in zip(rl.logits, before, p, tokens):
+        np.testing.assert_allclose(logits - old, 0.5 * step * (np.eye(len(q))[token] - q))
+      self.assertAlmostEqual(rl.feasible_rate, rate)
     self.assertEqual((rl.baseline, rl.advantage_square), (baseline, square))  # real rewards only
-    off = nas.RLNAS(_space(), penalize_over_budget=False, seed=0)
-    off.next_archs()
-    off.reward(0.7)
+    off = nas.RLNAS(_space(), feasibility_weight=0.0, seed=0)
     logits = [l.copy() for l in off.logits]
-    off.over_budget([3, 2, 1])
+    off.budget_checked([3, 2, 1], True)
+    off.budget_checked([3, 2, 1], False)
     for a, b in zip(off.logits, logits):
       np.testing.assert_array_equal(a, b)
+    with self.assertRaisesRegex(ValueError, "feasibility_weight=-1"):
+      nas.RLNAS(_space(), feasibility_weight=-1)
 
-  def test_penalized_over_budget_proposals_keep_the_policy_within_budget(self):
-    skipped = {}
-    for penalize in (True, False):  # bigger options score better, but sum(tokens) <= 2
-      skipped[penalize] = 0
-      for seed in range(3):
-        rl = nas.RLNAS(_space(), constraint=_SumCost(2), penalize_over_budget=penalize,
-                       seed=seed)
-        for _ in range(9):
-          rl.reward(0.5 + sum(rl.next_archs()[0]) / 10)
-        skipped[penalize] += rl.skipped
-    self.assertLess(skipped[True], 0.7 * skipped[False])
+  def test_the_within_budget_rate_keeps_a_tight_search_going(self):
+    # 14 tokens of 4 options, bigger options score better, 14% of random candidates fit: a
+    # policy that ignores its over-budget proposals drifts out of the budget and stops.
+    space = nas.BlockSpace({f"t{i}": (0, 1, 2, 3) for i in range(14)}, lambda **v: v)
+    stopped, skipped = {}, {}
+    for weight in (1.0, 0.0):
+      stopped[weight] = skipped[weight] = 0
+      for seed in range(8):
+        rl = nas.RLNAS(space, constraint=_SumCost(16), feasibility_weight=weight, seed=seed)
+        try:
+          for _ in range(120):
+            rl.reward(0.8 + sum(rl.next_archs()[0]) / 1000)
+        except RuntimeError:
+          stopped[weight] += 1
+        skipped[weight] += rl.skipped
+    self.assertEqual(stopped[1.0], 0)
+    self.assertGreater(stopped[0.0], 0)
+    self.assertLess(skipped[1.0], 0.5 * skipped[0.0])
+
+
+  def test_revisits_do_not_step_the_policy(self):
+    rl = nas.RLNAS(_space(), seed=0)
+    for reward in (0.70, 0.72):
+      tokens = rl.next_archs()[0]
+      rl.reward(reward)
+    logits = [l.copy() for l in rl.logits]
+    rl.revisit(tokens, 0.72)
+    for a, b in zip(rl.logits, logits):
+      np.testing.assert_array_equal(a, b)
+    collapsed = 0  # batches of three distinct candidates, three rounds, 20 seeds
+    for seed in range(20):
+      rl = nas.RLNAS(_space(), constraint=_SumCost(3), seed=seed)
+      try:
+        for _ in range(3):
+          rl.reward([sum(t) / 10 for t in rl.next_archs(3)])
+      except RuntimeError:
+        collapsed += 1
+    self.assertLessEqual(collapsed, 1)
 
 
 class ConstraintAndResumeTest(absltest.TestCase):
