@@ -110,17 +110,15 @@ class Controller(abc.ABC):
         if any(key == self.space.key(pending) for pending, _ in self._pending):
           continue
         cost = self._cost(tokens)
-        if self.constraint is None:
-          self._pending.append((tokens, cost))
-          continue
-        within = cost <= self.constraint.budget
-        self.budget_checked(tokens, within)
-        if within:
-          self._pending.append((tokens, cost))
-          continue
-        self.skipped += 1
-        logging.debug("skipping %s: %s %g over budget %g", tokens,
-                      self.constraint.metric.value, cost, self.constraint.budget)
+        if self.constraint is not None:
+          within = cost <= self.constraint.budget
+          self.budget_checked(tokens, within)
+          if not within:
+            self.skipped += 1
+            logging.debug("skipping %s: %s %g over budget %g", tokens,
+                          self.constraint.metric.value, cost, self.constraint.budget)
+            continue
+        self._pending.append((tokens, cost))
     return [list(tokens) for tokens, _ in self._pending]
 
   def reward(self, score):

@@ -133,4 +133,5 @@ class RLNAS(Controller):
     self.logits = [np.asarray(l, np.float64) for l in state["logits"]]
     self.baseline = state["baseline"]
     self.advantage_square = state["advantage_square"]
-    self.feasible_rate = state["feasible_rate"]
+    # Checkpoints written before the within-budget-rate term have no rate: it restarts.
+    self.feasible_rate = state.get("feasible_rate")

@@ -282,6 +282,21 @@ class ConstraintAndResumeTest(absltest.TestCase):
       lines = [json.loads(l) for l in open(f"{tmp}/log.jsonl")]
       self.assertEqual([l["step"] for l in lines], list(range(12)))
 
+  def test_rl_checkpoint_without_a_feasible_rate_resumes(self):
+    path = f"{self.create_tempdir().full_path}/ckpt.json"
+    first = nas.RLNAS(_space(), constraint=_SumCost(100), seed=3, checkpoint=path)
+    nas.search(first, lambda values: values["a"] * 0.1, 4, progress=False)
+    data = json.loads(open(path).read())
+    self.assertIsNotNone(data["state"].pop("feasible_rate"))
+    with open(path, "w") as f:
+      json.dump(data, f)
+    resumed = nas.RLNAS(_space(), constraint=_SumCost(100), seed=3, checkpoint=path)
+    self.assertEqual(resumed.step, 4)
+    self.assertIsNone(resumed.feasible_rate)
+    np.testing.assert_allclose(resumed.logits[0], first.logits[0])
+    nas.search(resumed, lambda values: values["a"] * 0.1, 6, progress=False)
+    self.assertEqual(resumed.feasible_rate, 1.0)  # restarted from the next proposal
+
   def test_checkpoint_of_another_controller_is_refused(self):
     path = f"{self.create_tempdir().full_path}/ckpt.json"
     sa = nas.SANAS(_space(), checkpoint=path)
